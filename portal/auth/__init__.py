@@ -1,0 +1,1 @@
+"""People, their login identities and their roles."""

@@ -1,0 +1,101 @@
+"""Configuration: defaults here, then ``instance/portal.cfg`` if present, then the environment.
+
+Every setting can be given as an environment variable of the same name prefixed with ``PORTAL_``
+(``PORTAL_MAIL_SERVER=smtp.example.org``); values are parsed as JSON when they are valid JSON, so
+``PORTAL_SESSION_IDLE_MINUTES=30`` is an integer. ``SECRET_KEY`` and ``DATABASE_URL`` are also read
+without the prefix, as most hosting platforms set them that way. README.md lists every setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+#: The development key; the app refuses to start in production with it (or with any short key).
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"  # noqa: S105
+MIN_SECRET_KEY_LENGTH = 32
+
+DEFAULTS: dict[str, Any] = {
+    # "development" (make run), "testing" (pytest) or "production".
+    "ENV": "production",
+    "SECRET_KEY": None,
+    "DATABASE_URL": None,
+    "SQLALCHEMY_ENGINE_OPTIONS": {},
+    "SQLALCHEMY_RECORD_QUERIES": False,
+    "SITE_NAME": "ATOM Partner Portal",
+    "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
+    "WTF_CSRF_TIME_LIMIT": None,  # tokens live as long as the session
+    "PAGE_SIZE": 25,
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_HEADERS_ENABLED": True,
+    "SESSION_COOKIE_NAME": "atom_session",
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": True,
+    "PREFERRED_URL_SCHEME": "https",
+    # Show the demo banner and demo-only pages (local mail viewer).
+    "DEMO_MODE": False,
+}
+
+
+class ConfigError(RuntimeError):
+    """The configuration is unsafe or incomplete; the app refuses to start."""
+
+
+def _parse(value: str) -> Any:
+    import json
+
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
+    """Fill ``app.config`` from defaults, the instance file, the environment and ``overrides``."""
+    app.config.update(DEFAULTS)
+    app.config.from_pyfile("portal.cfg", silent=True)
+    for key in ("SECRET_KEY", "DATABASE_URL"):
+        if os.environ.get(key):
+            app.config[key] = os.environ[key]
+    app.config.from_prefixed_env("PORTAL", loads=_parse)
+    if overrides:
+        app.config.update(overrides)
+
+    env = app.config["ENV"]
+    if env not in {"development", "testing", "production"}:
+        raise ConfigError(f"ENV must be development, testing or production, not {env!r}")
+    if env != "production":
+        app.config["SESSION_COOKIE_SECURE"] = False
+        app.config["PREFERRED_URL_SCHEME"] = "http"
+        if not app.config["SECRET_KEY"]:
+            app.config["SECRET_KEY"] = DEV_SECRET_KEY
+    _check_secret_key(app.config["SECRET_KEY"], env)
+
+    url = app.config["DATABASE_URL"] or f"sqlite:///{Path(app.instance_path) / 'portal.sqlite3'}"
+    app.config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(url)
+
+
+def _check_secret_key(key: str | None, env: str) -> None:
+    if env != "production":
+        return
+    if not key:
+        raise ConfigError("SECRET_KEY is not set; production needs a long random secret.")
+    if key == DEV_SECRET_KEY:
+        raise ConfigError("SECRET_KEY is the development default; set a long random secret.")
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(
+            f"SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters; "
+            'use e.g. python -c "import secrets; print(secrets.token_urlsafe(48))".'
+        )
+
+
+def normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for ``postgres://`` and ``postgresql://`` URLs (SQLAlchemy assumes psycopg2)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url

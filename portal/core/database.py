@@ -1,0 +1,56 @@
+"""Engine setup: real transactions on SQLite, and a write-intent switch for ``BEGIN IMMEDIATE``.
+
+pysqlite by default opens transactions lazily and lets SQLAlchemy's ``BEGIN`` mean nothing, which
+breaks SAVEPOINTs and lets two writers read the same state before either writes. Following
+SQLAlchemy's SQLite recipe, the driver's own transaction handling is switched off and the portal
+emits ``BEGIN`` itself: ``BEGIN IMMEDIATE`` (take the write lock now) unless the current context is
+marked read-only, which the web layer does for GET and HEAD requests.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import Connection
+
+_read_only: contextvars.ContextVar[bool] = contextvars.ContextVar("read_only", default=False)
+
+
+def set_read_only(value: bool) -> None:
+    """Mark the rest of this context as reading only (SQLite then uses a deferred ``BEGIN``)."""
+    _read_only.set(value)
+
+
+@contextmanager
+def write_intent() -> Iterator[None]:
+    """Within this block, SQLite transactions take the write lock as they begin."""
+    token = _read_only.set(False)
+    try:
+        yield
+    finally:
+        _read_only.reset(token)
+
+
+def configure_engine(engine: Engine) -> None:
+    """Install the SQLite transaction and pragma handling on ``engine`` (no-op for other databases)."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA busy_timeout = 10000")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN" if _read_only.get() else "BEGIN IMMEDIATE")

@@ -1,0 +1,242 @@
+"""Demo data: ``flask --app portal demo load`` fills an empty database with a small, real-looking lab.
+
+Every record goes through the same services the web pages use, so demo data obeys every rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+from sqlalchemy import func, select
+
+from portal.auth.models import Identity, Role, RoleGrant, User
+from portal.core import audit
+from portal.core.database import write_intent
+from portal.core.models import AnySession, utcnow
+from portal.extensions import db
+from portal.institutions import services as institutions
+from portal.institutions.models import Affiliation, AffiliationSource, AffiliationState, Institution
+
+demo_cli = AppGroup("demo", help="Demo data for trying the portal.")
+
+
+@dataclass(frozen=True)
+class DemoInstitution:
+    key: str
+    name: str
+    short: str
+    ror: str
+    country: str
+    domains: tuple[str, ...]
+    website: str
+    #: The lifecycle actions taken after registration.
+    path: tuple[str, ...]
+
+
+INSTITUTIONS = [
+    DemoInstitution(
+        "north",
+        "Northlake University",
+        "NLU",
+        "https://ror.org/00nvk0a10",
+        "US",
+        ("northlake.edu",),
+        "https://www.northlake.edu",
+        ("start_review", "approve"),
+    ),
+    DemoInstitution(
+        "tum",
+        "Technische Universität Rheinfeld",
+        "TUR",
+        "https://ror.org/02tqr0b67",
+        "DE",
+        ("tu-rheinfeld.de",),
+        "https://www.tu-rheinfeld.de",
+        ("start_review", "approve"),
+    ),
+    DemoInstitution(
+        "kyo",
+        "Kyoto Institute of Open Science",
+        "KIOS",
+        "https://ror.org/03kq5c315",
+        "JP",
+        ("kios.ac.jp",),
+        "https://www.kios.ac.jp",
+        ("start_review", "approve"),
+    ),
+    DemoInstitution(
+        "sav",
+        "Savanna Technical College",
+        "STC",
+        "https://ror.org/04sc7d460",
+        "KE",
+        ("savanna-tech.ac.ke",),
+        "https://savanna-tech.ac.ke",
+        ("start_review",),
+    ),
+    DemoInstitution(
+        "lag",
+        "Lagos Polytechnic of Data",
+        "LPD",
+        "https://ror.org/05pd9e542",
+        "NG",
+        ("lpd.edu.ng",),
+        "https://lpd.edu.ng",
+        (),
+    ),
+]
+
+
+@dataclass(frozen=True)
+class DemoPerson:
+    #: Subject at the demo identity provider; also the login name shown in the README.
+    sub: str
+    name: str
+    email: str
+    roles: tuple[tuple[Role, str | None], ...]
+    title: str | None = None
+
+
+PEOPLE = [
+    DemoPerson("admin", "Alex Admin", "admin@atom-lab.org", ((Role.ADMIN, None),)),
+    DemoPerson("officer", "Priya Officer", "priya@atom-lab.org", ((Role.PROGRAM_OFFICER, None),)),
+    DemoPerson(
+        "reviewer",
+        "Rafael Reviewer",
+        "rafael@tu-rheinfeld.de",
+        ((Role.REVIEWER, None), (Role.RESEARCHER, "tum")),
+        "faculty",
+    ),
+    DemoPerson("steward", "Dana Steward", "dana@atom-lab.org", ((Role.DATA_STEWARD, None),)),
+    DemoPerson(
+        "professor", "Ada Lovelace", "ada@northlake.edu", ((Role.RESEARCHER, "north"),), "faculty"
+    ),
+    DemoPerson(
+        "student", "Sam Student", "sam@northlake.edu", ((Role.RESEARCHER, "north"),), "student"
+    ),
+    DemoPerson(
+        "official",
+        "Olivia Official",
+        "olivia@northlake.edu",
+        ((Role.SIGNING_OFFICIAL, "north"),),
+        "staff",
+    ),
+    DemoPerson(
+        "kyoto-prof", "Kenji Tanaka", "tanaka@kios.ac.jp", ((Role.RESEARCHER, "kyo"),), "faculty"
+    ),
+    DemoPerson(
+        "kyoto-official", "Yuki Sato", "sato@kios.ac.jp", ((Role.SIGNING_OFFICIAL, "kyo"),), "staff"
+    ),
+]
+
+#: People who asked to join an institution and still wait for its signing official.
+PENDING_REQUESTS = [
+    DemoPerson("newcomer", "Nia Newcomer", "nia@gmail.example", (), "postdoc"),
+]
+
+
+def demo_issuer() -> str:
+    return str(current_app.config.get("DEMO_OIDC_ISSUER", "http://127.0.0.1:9400"))
+
+
+def _person(session: AnySession, p: DemoPerson, issuer: str) -> User:
+    user = User(display_name=p.name, email=p.email, email_verified=True)
+    user.identities.append(
+        Identity(issuer=issuer, subject=p.sub, email=p.email, email_verified=True, claims={})
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def load(session: AnySession) -> dict[str, int]:
+    """Create the demo institutions and people; returns counts. The database must be empty."""
+    bootstrap = User(display_name="Portal setup", email=None)
+    session.add(bootstrap)
+    session.flush()
+    session.add(RoleGrant(user=bootstrap, role=Role.ADMIN))
+    session.flush()
+    audit.record(session, "demo.load", actor=bootstrap)
+
+    insts: dict[str, Institution] = {}
+    for d in INSTITUTIONS:
+        inst = institutions.register_institution(
+            session,
+            actor=bootstrap,
+            name=d.name,
+            country=d.country,
+            ror_id=d.ror,
+            short_name=d.short,
+            website=d.website,
+            domains=d.domains,
+        )
+        for action in d.path:
+            institutions.transition(session, inst, action, actor=bootstrap)
+        insts[d.key] = inst
+
+    issuer = demo_issuer()
+    for p in PEOPLE:
+        user = _person(session, p, issuer)
+        for role, key in p.roles:
+            session.add(
+                RoleGrant(
+                    user=user,
+                    role=role,
+                    institution=insts[key] if key else None,
+                    granted_by_id=bootstrap.id,
+                )
+            )
+            if key and not any(a.institution_id == insts[key].id for a in user.affiliations):
+                session.add(
+                    Affiliation(
+                        user=user,
+                        institution=insts[key],
+                        title=p.title,
+                        state=AffiliationState.ACTIVE,
+                        source=AffiliationSource.STAFF,
+                        decided_at=utcnow(),
+                        decided_by_id=bootstrap.id,
+                    )
+                )
+        session.flush()
+        audit.record(session, "user.create", actor=bootstrap, obj=user, source="demo")
+    for p in PENDING_REQUESTS:
+        user = _person(session, p, issuer)
+        session.add(
+            Affiliation(
+                user=user,
+                institution=insts["north"],
+                title=p.title,
+                state=AffiliationState.REQUESTED,
+                source=AffiliationSource.OFFICIAL_APPROVAL,
+            )
+        )
+    bootstrap.is_disabled = True  # the setup account never logs in
+    session.flush()
+    return {
+        "institutions": len(insts),
+        "users": session.scalar(select(func.count()).select_from(User)) or 0,
+    }
+
+
+def load_if_empty() -> dict[str, int] | None:
+    """Load the demo data and commit, unless the database already has institutions."""
+    with audit.origin(audit.Origin(channel="cli")), write_intent():
+        if db.session.scalar(select(func.count()).select_from(Institution)):
+            return None
+        counts = load(db.session)
+        db.session.commit()
+    return counts
+
+
+@demo_cli.command("load")
+def load_command() -> None:
+    """Load demo data into an empty database (does nothing if institutions already exist)."""
+    counts = load_if_empty()
+    if counts is None:
+        click.echo("Demo data is already loaded (the database has institutions); nothing to do.")
+    else:
+        click.echo(f"Loaded {counts['institutions']} institutions and {counts['users']} users.")

@@ -1,0 +1,1 @@
+"""Partner institutions, their e-mail domains, and who is affiliated with them."""

@@ -1,0 +1,59 @@
+"""Forms for registering and editing institutions and for moving them through their lifecycle."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import URL, DataRequired, Length, Optional, Regexp
+
+from portal.institutions.models import InstitutionState
+
+
+class InstitutionForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=300)])
+    short_name = StringField("Short name", validators=[Optional(), Length(max=40)])
+    ror_id = StringField(
+        "ROR id",
+        validators=[Optional(), Length(max=60)],
+        description="From ror.org, e.g. https://ror.org/042nb2s44. Required before approval.",
+    )
+    country = StringField(
+        "Country",
+        validators=[
+            DataRequired(),
+            Regexp(r"^[A-Za-z]{2}$", message="Use the two-letter ISO code, e.g. US or DE."),
+        ],
+        description="Two-letter ISO 3166 code.",
+    )
+    website = StringField(
+        "Website", validators=[Optional(), URL(message="Enter a full URL."), Length(max=300)]
+    )
+    email_domains = TextAreaField(
+        "E-mail domains",
+        validators=[Optional(), Length(max=4000)],
+        description="One per line or separated by commas, e.g. mit.edu. Sub-domains are included.",
+    )
+
+    def domain_list(self) -> list[str]:
+        return [
+            d for d in (self.email_domains.data or "").replace(",", "\n").splitlines() if d.strip()
+        ]
+
+
+class TransitionForm(FlaskForm):
+    action = HiddenField(validators=[DataRequired()])
+    reason = TextAreaField("Reason", validators=[Optional(), Length(max=1000)])
+
+
+class InstitutionFilterForm(FlaskForm):
+    class Meta:
+        csrf = False  # a GET search form changes nothing
+
+    q = StringField("Search", validators=[Optional(), Length(max=100)])
+    state = SelectField(
+        "Status",
+        choices=[SelectChoice("", "Any status")]
+        + [SelectChoice(s.value, s.label) for s in InstitutionState],
+        validators=[Optional()],
+    )

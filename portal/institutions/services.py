@@ -1,0 +1,203 @@
+"""Business rules for institutions. Services flush; the caller commits."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+
+from portal.auth.models import User
+from portal.core import audit
+from portal.core.errors import ConflictError, ValidationError
+from portal.core.models import AnySession, utcnow
+from portal.core.permissions import require
+from portal.core.workflow import check_transition
+from portal.institutions.models import Institution, InstitutionDomain
+from portal.institutions.permissions import (
+    can_edit_institution,
+    can_register_institution,
+    can_transition_institution,
+)
+from portal.institutions.workflow import TRANSITIONS
+
+_DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_ROR_RE = re.compile(r"^https://ror\.org/0[a-hj-km-np-tv-z0-9]{6}[0-9]{2}$")
+
+
+def normalise_domains(raw: Iterable[str]) -> list[str]:
+    """Lower-case, strip ``@``, drop duplicates; raise ValidationError naming any invalid domain."""
+    out: list[str] = []
+    for item in raw:
+        d = item.strip().lower().lstrip("@").rstrip(".")
+        if not d:
+            continue
+        if not _DOMAIN_RE.match(d):
+            raise ValidationError(f"{item.strip()!r} is not an e-mail domain like example.edu.")
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def normalise_ror(raw: str | None) -> str | None:
+    """Accept ``https://ror.org/…``, ``ror.org/…`` or the bare id; return the canonical URL."""
+    if not raw or not raw.strip():
+        return None
+    value = raw.strip().lower()
+    value = value.removeprefix("https://").removeprefix("http://").removeprefix("ror.org/")
+    url = f"https://ror.org/{value}"
+    if not _ROR_RE.match(url) or ror_checksum(value[:7]) != int(value[7:]):
+        raise ValidationError(f"{raw.strip()!r} is not a ROR id like https://ror.org/042nb2s44.")
+    return url
+
+
+def ror_checksum(base: str) -> int:
+    """ROR's check digits: ISO 7064 Mod 97-10 over the Crockford base-32 number of the id's first
+    seven characters (so a mistyped id is caught before anyone approves a partner with it)."""
+    n = 0
+    for c in base:
+        n = n * 32 + _CROCKFORD.index(c)
+    return 98 - (n * 100) % 97
+
+
+def _set_domains(session: AnySession, institution: Institution, domains: list[str]) -> None:
+    taken = session.scalars(
+        select(InstitutionDomain).where(
+            InstitutionDomain.domain.in_(domains),
+            InstitutionDomain.institution_id != (institution.id or 0),
+        )
+    ).all()
+    if taken:
+        raise ConflictError(
+            "These domains already belong to another institution: "
+            + ", ".join(sorted(d.domain for d in taken))
+        )
+    existing = {d.domain: d for d in institution.domains}
+    institution.domains = [existing.get(d) or InstitutionDomain(domain=d) for d in domains]
+
+
+def _check_unique_ror(session: AnySession, institution: Institution, ror_id: str | None) -> None:
+    if ror_id is None:
+        return
+    other = session.scalar(
+        select(Institution.id).where(
+            Institution.ror_id == ror_id, Institution.id != (institution.id or 0)
+        )
+    )
+    if other is not None:
+        raise ConflictError(f"Another institution already has the ROR id {ror_id}.")
+
+
+def register_institution(
+    session: AnySession,
+    *,
+    actor: User,
+    name: str,
+    country: str,
+    ror_id: str | None = None,
+    short_name: str | None = None,
+    website: str | None = None,
+    domains: Iterable[str] = (),
+) -> Institution:
+    """Record an institution that applies to become a partner; it starts in the ``applied`` state."""
+    require(can_register_institution(actor), "Only program staff can register institutions.")
+    inst = Institution(
+        name=name.strip(),
+        short_name=(short_name or "").strip() or None,
+        country=country.strip().upper(),
+        website=(website or "").strip() or None,
+    )
+    inst.ror_id = normalise_ror(ror_id)
+    _check_unique_ror(session, inst, inst.ror_id)
+    _set_domains(session, inst, normalise_domains(domains))
+    session.add(inst)
+    session.flush()
+    audit.record(session, "institution.register", actor=actor, obj=inst, name=inst.name)
+    return inst
+
+
+def update_institution(
+    session: AnySession,
+    institution: Institution,
+    *,
+    actor: User,
+    name: str,
+    country: str,
+    ror_id: str | None,
+    short_name: str | None,
+    website: str | None,
+    domains: Iterable[str],
+) -> Institution:
+    """Change an institution's details. A partner keeps its ROR id (the CHECK constraint says so too)."""
+    require(can_edit_institution(actor, institution), "You cannot edit this institution.")
+    new_ror = normalise_ror(ror_id)
+    if institution.is_partner and new_ror is None:
+        raise ValidationError("A partner institution must keep a ROR id.")
+    _check_unique_ror(session, institution, new_ror)
+    before = {
+        "name": institution.name,
+        "ror_id": institution.ror_id,
+        "domains": [d.domain for d in institution.domains],
+    }
+    institution.name = name.strip()
+    institution.short_name = (short_name or "").strip() or None
+    institution.country = country.strip().upper()
+    institution.website = (website or "").strip() or None
+    institution.ror_id = new_ror
+    _set_domains(session, institution, normalise_domains(domains))
+    session.flush()
+    audit.record(session, "institution.update", actor=actor, obj=institution, before=before)
+    return institution
+
+
+def transition(
+    session: AnySession,
+    institution: Institution,
+    action: str,
+    *,
+    actor: User,
+    reason: str | None = None,
+) -> Institution:
+    """Move an institution through its lifecycle. Approving needs a ROR id; suspending and
+    withdrawing need a reason, which is kept in the audit log."""
+    require(
+        can_transition_institution(actor, institution, action),
+        "You may not change this institution's status.",
+    )
+    tr = check_transition(TRANSITIONS, action, institution.state)
+    reason = (reason or "").strip() or None
+    if tr.needs_reason and not reason:
+        raise ValidationError(f"{tr.label}: please give a reason.")
+    if tr.to.value == "partner" and not institution.ror_id:
+        raise ValidationError("Add the institution's ROR id before approving it as a partner.")
+    before = institution.state
+    institution.state = tr.to
+    institution.state_changed_at = utcnow()
+    session.flush()
+    audit.record(
+        session,
+        f"institution.{action}",
+        actor=actor,
+        obj=institution,
+        frm=before.value,
+        to=tr.to.value,
+        reason=reason,
+    )
+    return institution
+
+
+def find_by_email_domain(session: AnySession, email: str) -> Institution | None:
+    """The institution owning the domain of ``email`` (or a parent domain: cs.mit.edu → mit.edu)."""
+    domain = email.rsplit("@", 1)[-1].strip().lower()
+    parts = domain.split(".")
+    candidates = [".".join(parts[i:]) for i in range(len(parts) - 1)]
+    if not candidates:
+        return None
+    row = session.execute(
+        select(InstitutionDomain)
+        .where(InstitutionDomain.domain.in_(candidates))
+        .order_by(func.length(InstitutionDomain.domain).desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return row.institution if row else None

@@ -1,0 +1,129 @@
+"""Fixtures: the app against SQLite and PostgreSQL, per-test rollback, clients, logged-in users."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_sqlalchemy.session import _app_ctx_id
+from sqlalchemy import event
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+
+from portal import create_app
+from portal.auth.models import User
+from portal.extensions import db as _db
+from tests.databases import IN_CI, temporary_database
+
+TEST_CONFIG: dict[str, Any] = {
+    "ENV": "testing",
+    "TESTING": True,
+    "SECRET_KEY": "test-secret-key-that-is-long-enough-for-prod",
+    "WTF_CSRF_ENABLED": False,
+    "RATELIMIT_ENABLED": False,
+    "SERVER_NAME": "portal.test",
+}
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Every test that touches the database runs once on SQLite and once on PostgreSQL."""
+    with temporary_database(request.param, tmp_path_factory.mktemp("db")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str) -> Iterator[Flask]:
+    app = create_app({**TEST_CONFIG, "DATABASE_URL": database_url})
+    with app.app_context():
+        _db.create_all()
+    yield app
+    with app.app_context():
+        _db.engine.dispose()
+
+
+@pytest.fixture
+def db(app: Flask) -> Iterator[Session]:
+    """The test's own session; all its work, and the app's, is rolled back after the test.
+
+    The test runs inside one outer transaction on one connection. The test's session and the app's
+    request sessions join it through SAVEPOINTs (``join_transaction_mode="create_savepoint"``), so a
+    ``commit()`` in a view only releases a savepoint and a rollback there undoes only the request.
+    The two sessions are separate, as a test and a browser would be: after a request, expire or
+    refresh what the test holds before asserting on it.
+    """
+    with app.app_context():
+        engine = _db.engine
+    connection = engine.connect()
+    outer = connection.begin()
+    original = _db.session
+    _db.session = scoped_session(
+        sessionmaker(bind=connection, join_transaction_mode="create_savepoint"),
+        scopefunc=_app_ctx_id,
+    )
+    session = Session(bind=connection, join_transaction_mode="create_savepoint")
+    try:
+        yield session
+    finally:
+        session.close()
+        _db.session = original
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def client(app: Flask, db: Session) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def csrf_enabled(app: Flask) -> Iterator[None]:
+    app.config["WTF_CSRF_ENABLED"] = True
+    yield
+    app.config["WTF_CSRF_ENABLED"] = False
+
+
+def login(client: FlaskClient, user: User) -> FlaskClient:
+    """Start a session for ``user`` the way the login view does after a successful OIDC login."""
+    with client.session_transaction() as s:
+        s["_user_id"] = user.get_id()
+        s["_fresh"] = True
+    return client
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI=true a skipped test is a failure: every component must be there."""
+    if not IN_CI:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        reporter.write_line(f"CI=true: {len(skipped)} test(s) skipped; failing the run.", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def count_queries(app: Flask) -> Callable[[Callable[[], object]], int]:
+    """``count_queries(fn)``: how many SQL statements ``fn`` sent to the database."""
+
+    def run(fn: Callable[[], object]) -> int:
+        seen = 0
+
+        def _count(*args: object) -> None:
+            nonlocal seen
+            seen += 1
+
+        with app.app_context():
+            engine = _db.engine
+        event.listen(engine, "before_cursor_execute", _count)
+        try:
+            fn()
+        finally:
+            event.remove(engine, "before_cursor_execute", _count)
+        return seen
+
+    return run

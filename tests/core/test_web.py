@@ -1,0 +1,102 @@
+"""Security headers on every response, and error pages that leak nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask, abort
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from portal import create_app
+from portal.auth.models import Role
+from portal.extensions import db as _db
+from tests.conftest import TEST_CONFIG, login
+from tests.factories import make_user
+
+REQUIRED_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def assert_security_headers(resp: object) -> None:
+    headers = resp.headers  # type: ignore[attr-defined]
+    csp = headers.get("Content-Security-Policy", "")
+    assert "frame-ancestors 'none'" in csp
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    for name, value in REQUIRED_HEADERS.items():
+        assert headers.get(name) == value, name
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/healthz", "/no-such-page", "/static/css/portal.css", "/dashboard", "/institutions/"],
+)
+def test_every_response_carries_the_security_headers(client: FlaskClient, path: str) -> None:
+    with client.get(path) as resp:
+        assert_security_headers(resp)
+
+
+def test_logged_in_pages_carry_headers_and_are_not_cached(client: FlaskClient, db: Session) -> None:
+    login(client, make_user(db, Role.ADMIN))
+    for path in ("/dashboard", "/institutions/", "/admin/audit", "/institutions/999999"):
+        resp = client.get(path)
+        assert_security_headers(resp)
+        assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_pages_have_no_inline_script_or_style(client: FlaskClient, db: Session) -> None:
+    login(client, make_user(db, Role.ADMIN, Role.PROGRAM_OFFICER))
+    for path in ("/", "/dashboard", "/institutions/", "/institutions/new", "/admin/audit"):
+        html = client.get(path).get_data(as_text=True)
+        assert "<script>" not in html and "style=" not in html and "onclick" not in html, path
+
+
+@pytest.fixture
+def error_app(tmp_path: Path) -> Flask:
+    """An app with routes that fail in each way, to look at the error pages."""
+    app = create_app(
+        {**TEST_CONFIG, "DATABASE_URL": f"sqlite:///{tmp_path / 'e.sqlite3'}", "TESTING": False}
+    )
+    for code in (400, 403, 404, 405, 413, 429):
+        app.add_url_rule(f"/fail/{code}", f"fail{code}", lambda code=code: abort(code))
+
+    def boom() -> str:
+        raise RuntimeError("secret internal detail: password=hunter2")
+
+    app.add_url_rule("/fail/500", "fail500", boom)
+    with app.app_context():
+        _db.create_all()
+    return app
+
+
+@pytest.mark.parametrize("code", [400, 403, 404, 405, 413, 429, 500])
+def test_error_pages_name_the_problem_and_leak_nothing(error_app: Flask, code: int) -> None:
+    resp = error_app.test_client().get(f"/fail/{code}")
+    assert resp.status_code == code
+    html = resp.get_data(as_text=True)
+    assert f">{code}<" in html
+    assert "Traceback" not in html and "hunter2" not in html and "RuntimeError" not in html
+    assert_security_headers(resp)
+
+
+def test_wrong_method_gets_a_405_page(client: FlaskClient) -> None:
+    resp = client.post("/healthz")
+    assert resp.status_code == 405
+    assert "Method not allowed" in resp.get_data(as_text=True)
+
+
+def test_api_clients_get_json_errors(client: FlaskClient) -> None:
+    resp = client.get("/no-such-page", headers={"Accept": "application/json"})
+    assert resp.status_code == 404
+    assert resp.json is not None and resp.json["error"] == "Not found"
+
+
+def test_anonymous_visitor_is_sent_to_the_start_page(client: FlaskClient) -> None:
+    resp = client.get("/dashboard")
+    assert resp.status_code == 302
+    assert resp.headers["Location"].startswith("/?next=")

@@ -1,0 +1,124 @@
+"""The real pages in headless Chromium: styles and scripts load under the CSP, nothing is blocked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from portal import create_app
+from portal.auth.models import User
+from portal.demo import load_if_empty
+from portal.extensions import db
+from tests.browser import chromium, serve
+from tests.conftest import TEST_CONFIG
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def demo_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    path = tmp_path_factory.mktemp("live") / "live.sqlite3"
+    app = create_app({**TEST_CONFIG, "DATABASE_URL": f"sqlite:///{path}", "SERVER_NAME": None})
+    with app.app_context():
+        db.create_all()
+        load_if_empty()
+    return app
+
+
+@pytest.fixture(scope="module")
+def live(demo_app: Flask) -> Iterator[str]:
+    with serve(demo_app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
+
+
+def session_cookie(app: Flask, user_id: int) -> str:
+    """A signed session cookie as the login view would set it (this test is about rendering)."""
+    serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
+    return str(serializer.dumps({"_user_id": str(user_id), "_fresh": True}))
+
+
+def open_page(
+    browser: Any, live: str, app: Flask, who: str | None, path: str
+) -> tuple[Any, list[str]]:
+    context = browser.new_context()
+    if who is not None:
+        with app.app_context():
+            user = db.session.scalars(
+                db.select(User)
+                .join(User.identities)
+                .where(db.text("identities.subject = :s"))
+                .params(s=who)
+            ).one()
+        context.add_cookies(
+            [{"name": "atom_session", "value": session_cookie(app, user.id), "url": live}]
+        )
+    page = context.new_page()
+    problems: list[str] = []
+    page.on(
+        "console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None
+    )
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(live + path)
+    page.wait_for_load_state("networkidle")
+    return page, problems
+
+
+def test_start_page_renders_with_its_styles_and_no_csp_violations(
+    browser: Any, live: str, demo_app: Flask
+) -> None:
+    page, problems = open_page(browser, live, demo_app, None, "/")
+    assert page.title() == "ATOM Partner Portal"
+    nav_bg = page.eval_on_selector("nav.portal-nav", "e => getComputedStyle(e).backgroundColor")
+    assert nav_bg == "rgb(20, 33, 61)"  # portal.css loaded
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("who", "path", "expected"),
+    [
+        ("admin", "/dashboard", ["Full audit log", "Recent activity"]),
+        (
+            "officer",
+            "/dashboard",
+            ["Institutions awaiting a decision", "Savanna Technical College"],
+        ),
+        ("official", "/dashboard", ["Affiliation requests awaiting you", "Nia Newcomer"]),
+        (
+            "professor",
+            "/institutions/",
+            ["Northlake University", "Kyoto Institute of Open Science"],
+        ),
+    ],
+)
+def test_role_pages_render_in_chromium(
+    browser: Any, live: str, demo_app: Flask, who: str, path: str, expected: list[str]
+) -> None:
+    page, problems = open_page(browser, live, demo_app, who, path)
+    text = page.inner_text("main")
+    for item in expected:
+        assert item in text
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{who}{path.replace('/', '_')}.png"), full_page=True)
+    assert problems == []
+
+
+def test_menu_collapses_on_a_phone_and_opens_with_bootstrap_js(
+    browser: Any, live: str, demo_app: Flask
+) -> None:
+    page, problems = open_page(browser, live, demo_app, "admin", "/dashboard")
+    page.set_viewport_size({"width": 390, "height": 800})
+    assert not page.is_visible("#nav-main a[href='/institutions/']")
+    page.click("button.navbar-toggler")
+    page.wait_for_selector("#nav-main a[href='/institutions/']", state="visible")
+    assert problems == []
