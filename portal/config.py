@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "PREFERRED_URL_SCHEME": "https",
     # Show the demo banner and demo-only pages (local mail viewer).
     "DEMO_MODE": False,
+    # How many reverse proxies stand in front of the app; their X-Forwarded-For/-Proto/-Host
+    # headers are trusted for that many hops (client IP in the audit log and rate limits, https URLs).
+    "TRUSTED_PROXIES": 0,
 }
 
 

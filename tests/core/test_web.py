@@ -100,3 +100,38 @@ def test_anonymous_visitor_is_sent_to_the_start_page(client: FlaskClient) -> Non
     resp = client.get("/dashboard")
     assert resp.status_code == 302
     assert resp.headers["Location"].startswith("/?next=")
+
+
+def test_client_ip_comes_from_the_trusted_proxy_only_when_configured(tmp_path: Path) -> None:
+    from portal.core.audit import AuditEvent
+
+    for proxies, expected in ((0, "127.0.0.1"), (1, "198.51.100.7")):
+        app = create_app(
+            {
+                **TEST_CONFIG,
+                "DATABASE_URL": f"sqlite:///{tmp_path / f'proxy{proxies}.sqlite3'}",
+                "TRUSTED_PROXIES": proxies,
+            }
+        )
+        with app.app_context():
+            _db.create_all()
+        resp = app.test_client().get(
+            "/admin/audit",
+            headers={"X-Forwarded-For": "198.51.100.7"},
+            environ_base={"REMOTE_ADDR": "127.0.0.1"},
+        )
+        assert resp.status_code == 302  # anonymous: sent to log in, nothing else happens
+        # A refused request by a logged-in user is audited with the client's address.
+        client = app.test_client()
+        with app.app_context():
+            user = make_user(_db.session, Role.RESEARCHER)
+            _db.session.commit()
+            login(client, user)
+        client.get(
+            "/admin/audit",
+            headers={"X-Forwarded-For": "198.51.100.7"},
+            environ_base={"REMOTE_ADDR": "127.0.0.1"},
+        )
+        with app.app_context():
+            ev = _db.session.scalars(_db.select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+            assert ev is not None and ev.action == "permission.denied" and ev.ip == expected
