@@ -56,21 +56,18 @@ def _import_models() -> None:
     """Import every model module so the metadata (and Alembic's autogenerate) sees all tables."""
     import portal.auth.models
     import portal.core.audit
-    import portal.institutions.models  # noqa: F401
+    import portal.institutions.models
+    import portal.notifications.models  # noqa: F401
 
 
 def _init_login(app: Flask) -> None:
-    from portal.auth.models import User
-    from portal.extensions import db, login_manager
+    from portal.auth.sessions import load_user
+    from portal.extensions import login_manager
 
     login_manager.init_app(app)
     login_manager.session_protection = "basic"
-
-    def _load(user_id: str) -> User | None:
-        user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-        return user if user is not None and user.is_active else None
-
-    login_manager.user_loader(_load)
+    # A cookie is worth a user only while its server-side session lives (portal/auth/sessions.py).
+    login_manager.user_loader(load_user)
 
 
 def _register_blueprints(app: Flask) -> None:
@@ -80,10 +77,23 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(core_bp)
     app.register_blueprint(institutions_bp)
 
+    from portal.auth.views import bp as auth_bp
+    from portal.auth.views import init_app as init_auth
+    from portal.institutions.affiliation_views import bp as affiliations_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(affiliations_bp)
+    init_auth(app)
+
+    from portal.notifications import init_app as init_notifications
+
+    init_notifications(app)
+
 
 def _register_template_helpers(app: Flask) -> None:
     from flask_login import current_user
 
+    from portal.auth import permissions as auth_permissions
     from portal.core import navigation
     from portal.core import permissions as core_permissions
     from portal.core.navigation import NavItem
@@ -98,7 +108,7 @@ def _register_template_helpers(app: Flask) -> None:
     def _permissions() -> dict[str, Any]:
         helpers = {
             name: getattr(mod, name)
-            for mod in (core_permissions, institution_permissions)
+            for mod in (core_permissions, institution_permissions, auth_permissions)
             for name in dir(mod)
             if name.startswith(("can_", "is_"))
         }
@@ -118,3 +128,11 @@ def _register_cli(app: Flask) -> None:
 
     demo_cli.add_command(generate_command)
     app.cli.add_command(demo_cli)
+
+    from portal.auth.cli import auth_cli
+
+    app.cli.add_command(auth_cli)
+
+    from portal.notifications.cli import mail_cli
+
+    app.cli.add_command(mail_cli)

@@ -38,9 +38,60 @@ DEFAULTS: dict[str, Any] = {
     "PREFERRED_URL_SCHEME": "https",
     # Show the demo banner and demo-only pages (local mail viewer).
     "DEMO_MODE": False,
+    # --- Institutional login (portal/auth) ---
+    # Minutes without a request after which a login session ends.
+    "SESSION_IDLE_MINUTES": 60,
+    # Hours after login at which a session ends however active it is.
+    "SESSION_ABSOLUTE_HOURS": 12,
+    # Seconds of clock skew accepted on ID-token exp/iat (Authlib's default would be 120).
+    "OIDC_LEEWAY_SECONDS": 30,
+    # ID-token algorithms an admin may allow for a provider; never "none" or HS*.
+    "OIDC_ALLOWED_ALGORITHMS": ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"],
+    # Seconds a discovery document (and its keys) is cached per process.
+    "OIDC_METADATA_TTL_SECONDS": 600,
+    # Seconds an unfinished login (state, nonce, PKCE verifier) stays valid.
+    "OIDC_LOGIN_STATE_SECONDS": 600,
+    # Seconds to wait for an identity provider's answer.
+    "OIDC_HTTP_TIMEOUT_SECONDS": 10,
+    # Client secrets by provider slug, e.g. {"cilogon": "..."}; or PORTAL_OIDC_SECRET_<SLUG>.
+    # Put them in instance/portal.cfg or the environment, never in the database.
+    "OIDC_CLIENT_SECRETS": {},
+    # Providers created or updated at startup (devserver) and by `flask auth seed-providers`:
+    # a list of {"slug", "name", "issuer", "client_id", "kind", "discovery_url", "scopes",
+    # "algorithms", "institutions": [{"ror_id", "entity_id"}]}.
+    "OIDC_PROVIDERS": [],
+    # Flask-Limiter limit on the login endpoints, per client address.
+    "AUTH_RATE_LIMIT": "20 per minute",
     # How many reverse proxies stand in front of the app; their X-Forwarded-For/-Proto/-Host
     # headers are trusted for that many hops (client IP in the audit log and rate limits, https URLs).
     "TRUSTED_PROXIES": 0,
+    # --- E-mail (portal/notifications) ---
+    # Where people reach the portal; e-mails link there (the mail worker runs outside requests).
+    "BASE_URL": "http://127.0.0.1:5000",
+    # The SMTP server the outbox worker (`flask --app portal mail worker`) sends through.
+    "MAIL_SERVER": "localhost",
+    "MAIL_PORT": 25,
+    # "none" (plain SMTP, e.g. a local relay), "starttls" (usually port 587) or "ssl" (port 465).
+    "MAIL_SECURITY": "none",
+    # SMTP login; leave unset for a relay that needs none.
+    "MAIL_USERNAME": None,
+    "MAIL_PASSWORD": None,
+    # Seconds to wait for the SMTP server at each step.
+    "MAIL_TIMEOUT": 30,
+    # The From header; its domain is also the right-hand side of every Message-ID.
+    "MAIL_DEFAULT_SENDER": "ATOM Partner Portal <noreply@atom-lab.org>",
+    # Tries before a mail that keeps failing temporarily becomes "dead" (an SMTP 5xx is at once).
+    "MAIL_MAX_ATTEMPTS": 8,
+    # Back-off after a failed try: base, 2 x base, 4 x base ... seconds, never more than the maximum.
+    "MAIL_RETRY_BASE_SECONDS": 60,
+    "MAIL_RETRY_MAX_SECONDS": 6 * 3600,
+    # Mails a worker claims at once, and how long it holds them before another worker may take over.
+    "MAIL_BATCH_SIZE": 50,
+    "MAIL_CLAIM_SECONDS": 600,
+    # Seconds between passes of `mail worker` (and of the delivery thread in `make run`).
+    "MAIL_WORKER_INTERVAL": 10,
+    # `make run`: the local SMTP sink's Maildir folder (default: instance/mail-sink).
+    "MAIL_SINK_DIR": None,
 }
 
 

@@ -152,6 +152,27 @@ def _person(session: AnySession, p: DemoPerson, issuer: str) -> User:
     return user
 
 
+def _demo_provider(
+    session: AnySession, admin: User, issuer: str, served: list[Institution]
+) -> None:
+    """Register the local demo identity provider (``portal.auth.demo_idp``) in the registry."""
+    from portal.auth.models import ProviderKind
+    from portal.auth.services import save_provider
+
+    save_provider(
+        session,
+        None,
+        actor=admin,
+        slug="demo",
+        name="Demo identity provider (local)",
+        kind=ProviderKind.INSTITUTION,
+        issuer=issuer,
+        client_id="atom-portal-demo",
+        allowed_algorithms=current_app.config["OIDC_ALLOWED_ALGORITHMS"],
+        served=[(inst, None) for inst in served],
+    )
+
+
 def load(session: AnySession) -> dict[str, int]:
     """Create the demo institutions and people; returns counts. The database must be empty."""
     bootstrap = User(display_name="Portal setup", email=None)
@@ -178,6 +199,7 @@ def load(session: AnySession) -> dict[str, int]:
         insts[d.key] = inst
 
     issuer = demo_issuer()
+    _demo_provider(session, bootstrap, issuer, [insts[k] for k in ("north", "tum", "kyo")])
     for p in PEOPLE:
         user = _person(session, p, issuer)
         for role, key in p.roles:

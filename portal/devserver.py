@@ -18,20 +18,43 @@ PORT = int(os.environ.get("PORTAL_PORT", "5000"))
 def main() -> None:
     os.environ.setdefault("PORTAL_ENV", "development")
     os.environ.setdefault("PORTAL_DEMO_MODE", "true")
+    # The demo identity provider accepts any client secret; a real one comes from the environment.
+    os.environ.setdefault("PORTAL_OIDC_SECRET_DEMO", "demo-secret-not-for-production")
+    # Mail goes to a local SMTP sink (portal/notifications/sink.py); nothing leaves the machine.
+    os.environ.setdefault("PORTAL_MAIL_SERVER", "127.0.0.1")
+    os.environ.setdefault("PORTAL_MAIL_PORT", os.environ.get("PORTAL_MAIL_SINK_PORT", "8025"))
+    os.environ.setdefault("PORTAL_MAIL_WORKER_INTERVAL", "2")
+    os.environ.setdefault("PORTAL_BASE_URL", f"http://{HOST}:{PORT}")
     from portal import create_app
-    from portal.demo import PEOPLE, load_if_empty
+    from portal.auth.cli import seed_from_config
+    from portal.auth.demo_idp import DEMO_HOST, DEMO_PORT, start_demo_idp
+    from portal.demo import PENDING_REQUESTS, PEOPLE, load_if_empty
 
+    start_demo_idp(DEMO_HOST, DEMO_PORT)
     app = create_app()
     with app.app_context():
         upgrade()
         loaded = load_if_empty()
+        seed_from_config()
+    from portal.notifications.devmail import start_dev_mail
+
+    mail = start_dev_mail(app)
     click.echo("")
     click.echo(f"  ATOM Partner Portal: http://{HOST}:{PORT}")
     click.echo("  Demo data " + ("loaded." if loaded else "was already there."))
+    click.echo(f"  Demo identity provider: http://{DEMO_HOST}:{DEMO_PORT}")
+    click.echo(f"  {mail.banner}")
+    click.echo(
+        "  Log in: 'Log in with your institution' → 'Demo identity provider' → a name below."
+    )
     click.echo("  Demo people (log in as any of them):")
     for p in PEOPLE:
         roles = ", ".join(r.label for r, _ in p.roles)
         click.echo(f"    {p.sub:<16} {p.name:<18} {roles}")
+    for p in PENDING_REQUESTS:
+        click.echo(
+            f"    {p.sub:<16} {p.name:<18} (no role yet: asked to join Northlake University)"
+        )
     click.echo("")
     app.run(host=HOST, port=PORT, debug=False, use_reloader=False)
 

@@ -42,10 +42,15 @@ def browser() -> Iterator[Any]:
         yield b
 
 
-def session_cookie(app: Flask, user_id: int) -> str:
-    """A signed session cookie as the login view would set it (this test is about rendering)."""
+def session_cookie(app: Flask, user: User) -> str:
+    """A signed session cookie as the login view would set it, with its server-side session record
+    (this test is about rendering; tests/auth/test_browser_login.py logs in for real)."""
+    from portal.auth.services import start_session
+
+    _, token = start_session(db.session, user, identity=None)
+    db.session.commit()
     serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
-    return str(serializer.dumps({"_user_id": str(user_id), "_fresh": True}))
+    return str(serializer.dumps({"_user_id": str(user.id), "_fresh": True, "_sid": token}))
 
 
 def open_page(
@@ -60,9 +65,8 @@ def open_page(
                 .where(db.text("identities.subject = :s"))
                 .params(s=who)
             ).one()
-        context.add_cookies(
-            [{"name": "atom_session", "value": session_cookie(app, user.id), "url": live}]
-        )
+            cookie = session_cookie(app, user)
+        context.add_cookies([{"name": "atom_session", "value": cookie, "url": live}])
     page = context.new_page()
     problems: list[str] = []
     page.on(

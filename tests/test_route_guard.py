@@ -20,6 +20,7 @@ from tests.factories import make_user
 PUBLIC = {
     "core.index",  # the start page
     "core.healthz",  # load-balancer health check, says only "ok"
+    "auth.login",  # the login page ("find your institution")
     "static",
 }
 ROLES = [None, *Role]

@@ -6,10 +6,19 @@ import datetime as dt
 import enum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from portal.core.models import Base, TimestampMixin, enum_type
+from portal.core.models import Base, TimestampMixin, enum_type, utcnow
 
 if TYPE_CHECKING:
     from portal.institutions.models import Affiliation, Institution
@@ -153,3 +162,126 @@ class RoleGrant(TimestampMixin, Base):
 
     user: Mapped[User] = relationship(back_populates="role_grants", foreign_keys=[user_id])
     institution: Mapped[Institution | None] = relationship()
+
+
+class ProviderKind(enum.StrEnum):
+    #: An institution's own OpenID provider: it serves the institutions linked to it.
+    INSTITUTION = "institution"
+    #: A federation proxy such as CILogon: one issuer fronts many campuses, and the campus is
+    #: named by the ``idp`` claim (its SAML entity id), mapped to institutions here.
+    FEDERATION = "federation"
+
+    @property
+    def label(self) -> str:
+        return {"institution": "Institution's own IdP", "federation": "Federation proxy"}[
+            self.value
+        ]
+
+
+class IdentityProvider(TimestampMixin, Base):
+    """An OpenID Connect provider people may log in with. Its client secret is never stored here:
+    it comes from the environment or the instance config (see ``portal.auth.oidc.client_secret``)."""
+
+    __tablename__ = "identity_providers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Short name used in the provider's own redirect URI, ``/auth/callback/<slug>``.
+    slug: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[ProviderKind] = mapped_column(
+        enum_type(ProviderKind, "provider_kind"), default=ProviderKind.INSTITUTION
+    )
+    #: The issuer identifier, pinned: discovery documents and ID tokens must name exactly this.
+    issuer: Mapped[str] = mapped_column(String(500), unique=True)
+    #: Where the discovery document is; empty means ``<issuer>/.well-known/openid-configuration``.
+    discovery_url: Mapped[str | None] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(255))
+    scopes: Mapped[str] = mapped_column(String(300), default="openid email profile")
+    #: Space-separated ID-token signing algorithms accepted from this provider (pinned here,
+    #: never taken from the provider's metadata).
+    id_token_algs: Mapped[str] = mapped_column(String(100), default="RS256")
+    enabled: Mapped[bool] = mapped_column(default=True)
+
+    served: Mapped[list[ProviderInstitution]] = relationship(
+        back_populates="provider", cascade="all, delete-orphan", order_by="ProviderInstitution.id"
+    )
+
+    @property
+    def metadata_url(self) -> str:
+        return self.discovery_url or (self.issuer.rstrip("/") + "/.well-known/openid-configuration")
+
+    @property
+    def algorithms(self) -> list[str]:
+        return self.id_token_algs.split()
+
+    def __repr__(self) -> str:
+        return f"<IdentityProvider {self.slug} {self.issuer}>"
+
+
+class ProviderInstitution(Base):
+    """An institution a provider serves; for a federation proxy, with the campus's entity id (the
+    value of the ``idp`` claim, also sent as ``idphint`` when someone picks that institution)."""
+
+    __tablename__ = "provider_institutions"
+    __table_args__ = (
+        UniqueConstraint("provider_id", "institution_id"),
+        UniqueConstraint("provider_id", "entity_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_id: Mapped[int] = mapped_column(
+        ForeignKey("identity_providers.id", ondelete="CASCADE"), index=True
+    )
+    institution_id: Mapped[int] = mapped_column(
+        ForeignKey("institutions.id", ondelete="CASCADE"), index=True
+    )
+    entity_id: Mapped[str | None] = mapped_column(String(500))
+
+    provider: Mapped[IdentityProvider] = relationship(back_populates="served")
+    institution: Mapped[Institution] = relationship()
+
+
+class LoginSession(Base):
+    """A server-side record of one logged-in browser session. The cookie holds a random token whose
+    SHA-256 is kept here, so logging out, an admin disabling the user, or a timeout ends the session
+    for good: a replayed old cookie finds its record ended."""
+
+    __tablename__ = "login_sessions"
+    __table_args__ = (
+        CheckConstraint("(ended_at IS NULL) = (end_reason IS NULL)", name="ended_with_reason"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: SHA-256 (hex) of the token in the session cookie.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: The identity used to log in (None for sessions started by tests or tools).
+    identity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("identities.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[dt.datetime | None]
+    #: ``logout``, ``idle``, ``expired``, ``disabled``, ``replaced``.
+    end_reason: Mapped[str | None] = mapped_column(String(20))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+
+    user: Mapped[User] = relationship()
+    identity: Mapped[Identity | None] = relationship()
+
+
+class OAuthLoginState(Base):
+    """An OIDC login in progress (state, nonce, PKCE verifier, where to go afterwards), kept here
+    instead of in the cookie so abandoned logins never grow it. Bound to the browser by the hash of
+    one fixed-size random value in its session; deleted when used, so a state works once."""
+
+    __tablename__ = "oauth_login_states"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: ``<provider slug>:<state>``.
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    #: SHA-256 (hex) of the browser binding value in the session cookie.
+    binding: Mapped[str] = mapped_column(String(64))
+    data: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)

@@ -131,7 +131,7 @@ def _http_error(e: HTTPException) -> ResponseReturnValue:
     status = e.code or 500
     if status == 401 and not _wants_json():
         flash("Please log in to continue.", "info")
-        return redirect(url_for("core.index", next=request.full_path.rstrip("?")))
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
     if status == 403:
         _audit_refusal(e.description or "forbidden")
     return error_response(status, e.description or ERROR_TITLES.get(status, ""))

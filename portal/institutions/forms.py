@@ -57,3 +57,31 @@ class InstitutionFilterForm(FlaskForm):
         + [SelectChoice(s.value, s.label) for s in InstitutionState],
         validators=[Optional()],
     )
+
+
+class AffiliationRequestForm(FlaskForm):
+    """Ask to join an institution; choices are built from the institutions that take requests."""
+
+    institution_id = SelectField("Institution", coerce=int, validators=[DataRequired()])
+    title = StringField(
+        "Your position",
+        validators=[Optional(), Length(max=100)],
+        description="For example faculty, postdoc, PhD student, staff.",
+    )
+
+    def __init__(self, *args: object, institutions: list[tuple[int, str]], **kw: object) -> None:
+        super().__init__(*args, **kw)
+        self.institution_id.choices = [SelectChoice(i, name) for i, name in institutions]
+
+
+class AffiliationDecisionForm(FlaskForm):
+    decision = SelectField(
+        "Decision",
+        choices=[SelectChoice("approve", "Approve"), SelectChoice("reject", "Reject")],
+        validators=[DataRequired()],
+    )
+    note = TextAreaField("Note (required to reject)", validators=[Optional(), Length(max=1000)])
+
+
+class AffiliationWithdrawForm(FlaskForm):
+    """Only the CSRF token."""

@@ -74,3 +74,42 @@ def can_edit_institution(user: Any, institution: Institution) -> bool:
 
 def can_view_institution_history(user: Any, institution: Institution) -> bool:
     return can_edit_institution(user, institution)
+
+
+#: Institutions people may ask to join (a signing official is there to decide).
+REQUESTABLE_STATES = frozenset(
+    {InstitutionState.APPLIED, InstitutionState.UNDER_REVIEW, InstitutionState.PARTNER}
+)
+
+
+def can_request_affiliation(user: Any, institution: Institution) -> bool:
+    u = as_user(user)
+    return u is not None and institution.state in REQUESTABLE_STATES
+
+
+def can_decide_affiliation(user: Any, affiliation: Affiliation) -> bool:
+    """The institution's signing officials decide requests to join it (never their own)."""
+    u = as_user(user)
+    return (
+        u is not None
+        and affiliation.user_id != u.id
+        and affiliation.institution_id in u.institution_ids_for(Role.SIGNING_OFFICIAL)
+    )
+
+
+def can_withdraw_affiliation_request(user: Any, affiliation: Affiliation) -> bool:
+    u = as_user(user)
+    return u is not None and affiliation.user_id == u.id
+
+
+def decidable_affiliations(user: Any) -> Select[Affiliation]:
+    """Affiliations the user decides on: those at institutions where they are signing official
+    (the same rule as ``can_decide_affiliation``, as a list filter)."""
+    q = select(Affiliation)
+    u = as_user(user)
+    if u is None:
+        return q.where(false())
+    official_of = u.institution_ids_for(Role.SIGNING_OFFICIAL)
+    if not official_of:
+        return q.where(false())
+    return q.where(Affiliation.institution_id.in_(official_of), Affiliation.user_id != u.id)

@@ -7,17 +7,27 @@ from collections.abc import Iterable
 
 from sqlalchemy import func, select
 
-from portal.auth.models import User
+from portal.auth.models import Role, RoleGrant, User
 from portal.core import audit
-from portal.core.errors import ConflictError, ValidationError
+from portal.core.errors import ConflictError, InvalidTransitionError, ValidationError
 from portal.core.models import AnySession, utcnow
 from portal.core.permissions import require
 from portal.core.workflow import check_transition
-from portal.institutions.models import Institution, InstitutionDomain
+from portal.institutions import emails
+from portal.institutions.models import (
+    Affiliation,
+    AffiliationSource,
+    AffiliationState,
+    Institution,
+    InstitutionDomain,
+)
 from portal.institutions.permissions import (
+    can_decide_affiliation,
     can_edit_institution,
     can_register_institution,
+    can_request_affiliation,
     can_transition_institution,
+    can_withdraw_affiliation_request,
 )
 from portal.institutions.workflow import TRANSITIONS
 
@@ -201,3 +211,158 @@ def find_by_email_domain(session: AnySession, email: str) -> Institution | None:
         .limit(1)
     ).scalar_one_or_none()
     return row.institution if row else None
+
+
+# --- Affiliations -------------------------------------------------------------------------------
+
+_OPEN = (AffiliationState.REQUESTED, AffiliationState.ACTIVE)
+
+
+def _open_affiliation(
+    session: AnySession, user: User, institution: Institution
+) -> Affiliation | None:
+    return session.scalar(
+        select(Affiliation).where(
+            Affiliation.user_id == user.id,
+            Affiliation.institution_id == institution.id,
+            Affiliation.state.in_(_OPEN),
+        )
+    )
+
+
+def _grant_researcher(session: AnySession, user: User, institution: Institution) -> None:
+    exists = session.scalar(
+        select(RoleGrant.id).where(
+            RoleGrant.user_id == user.id,
+            RoleGrant.role == Role.RESEARCHER,
+            RoleGrant.institution_id == institution.id,
+        )
+    )
+    if exists is None:
+        session.add(RoleGrant(user_id=user.id, role=Role.RESEARCHER, institution_id=institution.id))
+        session.flush()
+        session.expire(user, ["role_grants"])
+
+
+def affiliate_from_idp(
+    session: AnySession,
+    user: User,
+    institution: Institution,
+    *,
+    title: str | None,
+    basis: str,
+    value: str,
+) -> Affiliation | None:
+    """The institution's identity provider vouches for ``user`` in verified claims (see
+    ``portal.auth.claims``): the affiliation becomes active (an open request is settled by it) and
+    the person is a researcher there. Only partner institutions; an active affiliation stays as is."""
+    if not institution.is_partner:
+        return None
+    aff = _open_affiliation(session, user, institution)
+    if aff is not None and aff.state == AffiliationState.ACTIVE:
+        return aff
+    if aff is None:
+        aff = Affiliation(user_id=user.id, institution_id=institution.id, title=title)
+        session.add(aff)
+    aff.state = AffiliationState.ACTIVE
+    aff.source = AffiliationSource.IDP_CLAIM
+    aff.title = aff.title or title
+    aff.decided_at = utcnow()
+    session.flush()
+    _grant_researcher(session, user, institution)
+    session.expire(user, ["affiliations"])
+    audit.record(
+        session,
+        "affiliation.idp_claim",
+        actor=user,
+        obj=aff,
+        institution_id=institution.id,
+        basis=basis,
+        value=value,
+    )
+    return aff
+
+
+def request_affiliation(
+    session: AnySession, institution: Institution, *, actor: User, title: str | None = None
+) -> Affiliation:
+    """Ask to join ``institution``; its signing official approves or rejects the request."""
+    require(
+        can_request_affiliation(actor, institution),
+        "This institution does not take requests to join.",
+    )
+    existing = _open_affiliation(session, actor, institution)
+    if existing is not None:
+        raise ConflictError(
+            f"You already have an affiliation with {institution.name} "
+            f"({existing.state.label.lower()})."
+        )
+    aff = Affiliation(
+        user_id=actor.id,
+        institution_id=institution.id,
+        title=(title or "").strip()[:100] or None,
+        state=AffiliationState.REQUESTED,
+        source=AffiliationSource.OFFICIAL_APPROVAL,
+    )
+    session.add(aff)
+    session.flush()
+    session.expire(actor, ["affiliations"])
+    audit.record(
+        session, "affiliation.request", actor=actor, obj=aff, institution_id=institution.id
+    )
+    emails.affiliation_requested(session, aff)
+    return aff
+
+
+def decide_affiliation(
+    session: AnySession,
+    affiliation: Affiliation,
+    *,
+    actor: User,
+    approve: bool,
+    note: str | None = None,
+) -> Affiliation:
+    """The institution's signing official approves (the person becomes a researcher there) or
+    rejects a request to join. Only open requests can be decided; a rejection needs a reason."""
+    require(
+        can_decide_affiliation(actor, affiliation),
+        "Only the institution's signing official decides on requests to join it.",
+    )
+    if affiliation.state != AffiliationState.REQUESTED:
+        raise InvalidTransitionError("This request has already been decided.")
+    note = (note or "").strip()[:1000] or None
+    if not approve and not note:
+        raise ValidationError("Please give a reason for rejecting the request.")
+    affiliation.state = AffiliationState.ACTIVE if approve else AffiliationState.REJECTED
+    affiliation.decided_at = utcnow()
+    affiliation.decided_by_id = actor.id
+    affiliation.decision_note = note
+    session.flush()
+    if approve:
+        _grant_researcher(session, affiliation.user, affiliation.institution)
+    audit.record(
+        session,
+        "affiliation.approve" if approve else "affiliation.reject",
+        actor=actor,
+        obj=affiliation,
+        user_id=affiliation.user_id,
+        institution_id=affiliation.institution_id,
+        note=note,
+    )
+    emails.affiliation_decided(session, affiliation)
+    return affiliation
+
+
+def withdraw_affiliation_request(
+    session: AnySession, affiliation: Affiliation, *, actor: User
+) -> Affiliation:
+    """The person who asked to join takes the request back (it ends, undecided by anyone else)."""
+    require(can_withdraw_affiliation_request(actor, affiliation), "This is not your request.")
+    if affiliation.state != AffiliationState.REQUESTED:
+        raise InvalidTransitionError("Only a pending request can be withdrawn.")
+    affiliation.state = AffiliationState.ENDED
+    affiliation.decided_at = utcnow()
+    affiliation.decided_by_id = actor.id
+    session.flush()
+    audit.record(session, "affiliation.withdraw", actor=actor, obj=affiliation)
+    return affiliation

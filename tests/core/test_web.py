@@ -96,10 +96,10 @@ def test_api_clients_get_json_errors(client: FlaskClient) -> None:
     assert resp.json is not None and resp.json["error"] == "Not found"
 
 
-def test_anonymous_visitor_is_sent_to_the_start_page(client: FlaskClient) -> None:
+def test_anonymous_visitor_is_sent_to_the_login_page(client: FlaskClient) -> None:
     resp = client.get("/dashboard")
     assert resp.status_code == 302
-    assert resp.headers["Location"].startswith("/?next=")
+    assert resp.headers["Location"].startswith("/auth/login?next=")
 
 
 def test_client_ip_comes_from_the_trusted_proxy_only_when_configured(tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def test_route_role_matrix(
     resp = client.open(path, method=method, data=data)
 
     if role == "anonymous":
-        assert resp.status_code == 302 and resp.headers["Location"].startswith("/?next=")
+        assert resp.status_code == 302 and resp.headers["Location"].startswith("/auth/login?next=")
     elif role in allowed:
         assert resp.status_code == ok_status, resp.get_data(as_text=True)[:500]
     else:

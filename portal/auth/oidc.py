@@ -1,0 +1,280 @@
+"""The OpenID Connect client: Authlib's Flask client, one per registered identity provider, with the
+checks Authlib leaves to the application (see /work/shared/SECURITY-NOTES.md):
+
+- the discovery document's ``issuer`` must equal the configured one (Authlib merges it unchecked);
+- ID-token algorithms come from the provider's registry entry, never from its metadata;
+- expiry is checked with a small configured leeway (Authlib's default accepts 120 s);
+- a token response without an ID token fails (Authlib would skip every claim check);
+- the RFC 9207 ``iss`` callback parameter must name the provider when present (and must be
+  present when the provider says it sends it);
+- each provider has its own redirect URI, and login state is looked up under that provider only,
+  so a code from provider A sent to provider B's callback finds no state;
+- login state (state, nonce, PKCE verifier) is kept in the database, bound to the browser by one
+  fixed-size random value in the session, so abandoned logins never grow the cookie.
+
+This module is the web layer's: it reads the request and the session. The business rules of what a
+successful login means are in ``portal.auth.services``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App
+from flask import current_app, request, session
+from sqlalchemy import delete, select
+
+from portal.auth.models import IdentityProvider, OAuthLoginState
+from portal.core.errors import DomainError
+from portal.core.models import utcnow
+from portal.extensions import db
+
+#: The one value a browser keeps in its session for logins in progress (fixed size).
+BINDING_KEY = "_login_binding"
+
+
+class LoginError(DomainError):
+    """An OIDC login was refused. ``reason`` is a short code for the audit log; the message is
+    safe to show."""
+
+    status_code = 400
+
+    def __init__(self, reason: str, message: str = "The login could not be completed.") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class DatabaseStateIntegration(FlaskIntegration):  # type: ignore[misc]
+    """Authlib's Flask integration with the login state in ``oauth_login_states``.
+
+    The row is found by provider and state, and only by the browser that started the login (the
+    hash of its binding value must match), so a forged state, a state from another browser or a
+    replayed (already used) state finds nothing.
+    """
+
+    def _key(self, state: str) -> str:
+        return f"{self.name}:{state}"
+
+    def get_state_data(self, sess: Any, state: Any) -> dict[str, Any] | None:
+        if not isinstance(state, str) or not state or len(state) > 120:
+            return None
+        binding = sess.get(BINDING_KEY)
+        if not isinstance(binding, str):
+            return None
+        row = db.session.scalar(
+            select(OAuthLoginState).where(OAuthLoginState.key == self._key(state))
+        )
+        if row is None or row.expires_at < utcnow():
+            return None
+        if not hmac.compare_digest(row.binding, _sha256(binding)):
+            return None
+        data: dict[str, Any] = json.loads(row.data)
+        return data
+
+    def set_state_data(self, sess: Any, state: str, data: dict[str, Any]) -> None:
+        binding = sess.get(BINDING_KEY)
+        if not isinstance(binding, str):
+            binding = secrets.token_urlsafe(24)
+            sess[BINDING_KEY] = binding
+        now = utcnow()
+        # Abandoned logins are cleaned up as new ones start; the table stays small.
+        db.session.execute(delete(OAuthLoginState).where(OAuthLoginState.expires_at < now))
+        ttl = int(current_app.config["OIDC_LOGIN_STATE_SECONDS"])
+        db.session.add(
+            OAuthLoginState(
+                key=self._key(state),
+                binding=_sha256(binding),
+                data=json.dumps(data),
+                expires_at=now + dt.timedelta(seconds=ttl),
+            )
+        )
+        db.session.flush()
+
+    def clear_state_data(self, sess: Any, state: Any) -> None:
+        if isinstance(state, str):
+            db.session.execute(
+                delete(OAuthLoginState).where(OAuthLoginState.key == self._key(state))
+            )
+
+
+# --- provider metadata, pinned and cached per process ------------------------------------------
+
+_metadata_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+_metadata_lock = threading.Lock()
+
+
+def clear_metadata_cache() -> None:
+    with _metadata_lock:
+        _metadata_cache.clear()
+
+
+def _fetch_metadata(provider: IdentityProvider) -> dict[str, Any]:
+    """The provider's discovery document, refused unless its issuer is exactly the configured one."""
+    key = (provider.metadata_url, provider.issuer)
+    ttl = float(current_app.config["OIDC_METADATA_TTL_SECONDS"])
+    with _metadata_lock:
+        hit = _metadata_cache.get(key)
+        if hit and time.monotonic() - hit[0] < ttl:
+            return hit[1]
+    try:
+        resp = requests.get(
+            provider.metadata_url,
+            timeout=current_app.config["OIDC_HTTP_TIMEOUT_SECONDS"],
+            headers={"Accept": "application/json"},
+        )
+        resp.raise_for_status()
+        metadata = resp.json()
+    except (requests.RequestException, ValueError) as e:
+        raise LoginError(
+            "discovery_unreachable",
+            f"{provider.name} cannot be reached right now. Please try again later.",
+        ) from e
+    if not isinstance(metadata, dict) or metadata.get("issuer") != provider.issuer:
+        raise LoginError(
+            "discovery_issuer_mismatch",
+            f"{provider.name} is misconfigured (its discovery document names another issuer).",
+        )
+    for field in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+        if not isinstance(metadata.get(field), str):
+            raise LoginError("discovery_incomplete", f"{provider.name} is misconfigured.")
+    with _metadata_lock:
+        _metadata_cache[key] = (time.monotonic(), metadata)
+    return metadata
+
+
+def client_secret(provider: IdentityProvider) -> str | None:
+    """The provider's client secret: ``PORTAL_OIDC_SECRET_<SLUG>`` or ``OIDC_CLIENT_SECRETS``."""
+    cfg = current_app.config
+    env_name = "OIDC_SECRET_" + provider.slug.upper().replace("-", "_")
+    value = cfg.get(env_name) or (cfg.get("OIDC_CLIENT_SECRETS") or {}).get(provider.slug)
+    return str(value) if value else None
+
+
+def client_for(provider: IdentityProvider) -> FlaskOAuth2App:
+    """Authlib's Flask client for ``provider``, with pinned issuer and algorithms, and PKCE S256."""
+    if not provider.algorithms or any(
+        a.lower() == "none" or a.startswith("HS") for a in provider.algorithms
+    ):
+        raise LoginError("unsafe_algorithms", f"{provider.name} is misconfigured.")
+    metadata = _fetch_metadata(provider)
+    pinned = {
+        **metadata,
+        "issuer": provider.issuer,
+        "id_token_signing_alg_values_supported": provider.algorithms,
+    }
+    return FlaskOAuth2App(
+        DatabaseStateIntegration(provider.slug),
+        name=provider.slug,
+        client_id=provider.client_id,
+        client_secret=client_secret(provider),
+        client_kwargs={
+            "scope": provider.scopes,
+            "code_challenge_method": "S256",
+            "default_timeout": current_app.config["OIDC_HTTP_TIMEOUT_SECONDS"],
+        },
+        **pinned,
+    )
+
+
+def begin_login(
+    provider: IdentityProvider, redirect_uri: str, *, extra: dict[str, Any], idphint: str | None
+) -> str:
+    """Store a new login's state for this browser and return the provider's authorization URL."""
+    client = client_for(provider)
+    params: dict[str, Any] = {}
+    if idphint:
+        params["idphint"] = idphint
+    rv = client.create_authorization_url(redirect_uri, **params)
+    if not rv.get("nonce") or not rv.get("code_verifier"):
+        raise LoginError("no_nonce_or_pkce", f"{provider.name} is misconfigured.")
+    client.save_authorize_data(redirect_uri=redirect_uri, **extra, **rv)
+    return str(rv["url"])
+
+
+def finish_login(provider: IdentityProvider) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check the callback and the ID token; return (verified claims, the login's stored data)."""
+    args = request.args
+    if args.get("error"):
+        raise LoginError("provider_error", f"{provider.name} did not log you in.")
+    state, code = args.get("state"), args.get("code")
+    if not state or not code:
+        raise LoginError("incomplete_callback")
+    client = client_for(provider)
+    framework = client.framework
+    data = framework.get_state_data(session, state)
+    # A state works once, whatever happens next.
+    framework.clear_state_data(session, state)
+    db.session.commit()
+    if data is None:
+        raise LoginError(
+            "state_mismatch", "This login link is not valid (expired, used, or not yours)."
+        )
+    iss = args.get("iss")
+    metadata = client.load_server_metadata()
+    if iss is not None and iss != provider.issuer:
+        raise LoginError("iss_mismatch")
+    if iss is None and metadata.get("authorization_response_iss_parameter_supported"):
+        raise LoginError("iss_missing")
+    params = client._format_state_params(data, {"code": code, "state": state})
+    try:
+        token = client.fetch_access_token(**params)
+    except Exception as e:  # any failure of the token request fails the login
+        raise LoginError("token_request_failed") from e
+    if not isinstance(token, dict) or not token.get("id_token"):
+        raise LoginError("no_id_token")
+    try:
+        claims = client.parse_id_token(
+            token,
+            nonce=data["nonce"],
+            # Custom options replace Authlib's built-in issuer check, so it is stated here; and
+            # without an explicit ``aud`` option only ``azp`` would be compared to our client id.
+            claims_options={
+                "iss": {"essential": True, "values": [provider.issuer]},
+                "aud": {"essential": True, "values": [provider.client_id]},
+                "sub": {"essential": True},
+                "exp": {"essential": True},
+                "iat": {"essential": True},
+            },
+            leeway=int(current_app.config["OIDC_LEEWAY_SECONDS"]),
+        )
+    except Exception as e:  # a bad signature, algorithm, audience, nonce, expiry … fails closed
+        raise LoginError(f"id_token_invalid:{type(e).__name__}:{str(e)[:80]}") from e
+    if claims is None:
+        raise LoginError("no_id_token")
+    return dict(claims), data
+
+
+def safe_next(target: str | None) -> str | None:
+    """``target`` if it is a path on this site, else None (no open redirect)."""
+    if not target or len(target) > 500:
+        return None
+    if any(c in target for c in "\\\r\n\t") or not target.startswith("/"):
+        return None
+    if target.startswith("//"):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
+
+
+def remote_addr() -> str | None:
+    return request.remote_addr
+
+
+def user_agent() -> str | None:
+    ua = request.headers.get("User-Agent")
+    return ua[:300] if ua else None

@@ -1,0 +1,492 @@
+"""Login pages: find your institution, the OIDC redirect and callback, logout, your account (linked
+identities and sessions), and the admin pages for identity providers and users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import selectinload
+
+from portal.auth import oidc, services
+from portal.auth.forms import (
+    ConfirmForm,
+    DisableUserForm,
+    FindInstitutionForm,
+    ProviderForm,
+    StartLoginForm,
+)
+from portal.auth.models import (
+    Identity,
+    IdentityProvider,
+    LoginSession,
+    ProviderInstitution,
+    ProviderKind,
+    User,
+)
+from portal.auth.oidc import LoginError, safe_next
+from portal.auth.permissions import (
+    can_disable_user,
+    can_manage_identity_providers,
+    can_manage_users,
+)
+from portal.auth.sessions import SESSION_TOKEN_KEY, current_token
+from portal.core import audit
+from portal.core.errors import DomainError, ValidationError
+from portal.core.pagination import paginate
+from portal.core.permissions import as_user, require
+from portal.core.web import login_required
+from portal.extensions import db, limiter
+from portal.institutions.models import Institution
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+#: Cookie remembering the last provider (and institution) chosen on the login page.
+LAST_CHOICE_COOKIE = "atom_last_idp"
+
+
+def _rate_limit() -> str:
+    return str(current_app.config["AUTH_RATE_LIMIT"])
+
+
+def _enabled_provider(slug: str) -> IdentityProvider:
+    provider = db.session.scalar(
+        select(IdentityProvider)
+        .where(IdentityProvider.slug == slug, IdentityProvider.enabled.is_(True))
+        .options(selectinload(IdentityProvider.served))
+    )
+    if provider is None:
+        abort(404, description="There is no such identity provider.")
+    return provider
+
+
+def _last_choice() -> tuple[IdentityProvider, Institution | None] | None:
+    raw = request.cookies.get(LAST_CHOICE_COOKIE, "")[:80]
+    slug, _, inst = raw.partition(":")
+    if not slug:
+        return None
+    provider = db.session.scalar(
+        select(IdentityProvider).where(
+            IdentityProvider.slug == slug, IdentityProvider.enabled.is_(True)
+        )
+    )
+    if provider is None:
+        return None
+    institution = (
+        db.session.get(Institution, int(inst)) if inst.isdigit() and len(inst) < 10 else None
+    )
+    if institution is not None and institution.id not in {
+        pi.institution_id for pi in provider.served
+    }:
+        institution = None
+    return provider, institution
+
+
+@bp.get("/login")
+@limiter.limit(_rate_limit)
+def login() -> ResponseReturnValue:
+    if as_user(current_user) is not None:
+        return redirect(safe_next(request.args.get("next")) or url_for("core.dashboard"))
+    form = FindInstitutionForm(request.args)
+    query = form.q.data if form.validate() else None
+    choices = services.providers_for_login(db.session, query)
+    return render_template(
+        "auth/login.html",
+        form=form,
+        query=query,
+        choices=choices,
+        last=_last_choice(),
+        start_form=StartLoginForm(),
+        next=safe_next(request.args.get("next")) or "",
+    )
+
+
+@bp.post("/login/<slug>")
+@limiter.limit(_rate_limit)
+def start(slug: str) -> ResponseReturnValue:
+    provider = _enabled_provider(slug)
+    form = StartLoginForm()
+    if not form.validate_on_submit():
+        abort(400, description="The login form was incomplete. Go back and try again.")
+    institution_id = form.institution_id.data
+    served = {pi.institution_id: pi for pi in provider.served}
+    choice = served.get(institution_id) if institution_id else None
+    idphint = choice.entity_id if choice and provider.kind == ProviderKind.FEDERATION else None
+    try:
+        url = oidc.begin_login(
+            provider,
+            url_for(".callback", slug=provider.slug, _external=True),
+            extra={"next": safe_next(form.next.data)},
+            idphint=idphint,
+        )
+    except LoginError as e:
+        return _login_failed(provider, e)
+    db.session.commit()
+    response = make_response(redirect(url))
+    response.set_cookie(
+        LAST_CHOICE_COOKIE,
+        f"{provider.slug}:{choice.institution_id}" if choice else provider.slug,
+        max_age=365 * 24 * 3600,
+        httponly=True,
+        secure=current_app.config["SESSION_COOKIE_SECURE"],
+        samesite="Lax",
+    )
+    return response
+
+
+def _login_failed(provider: IdentityProvider | None, e: DomainError) -> ResponseReturnValue:
+    db.session.rollback()
+    reason = e.reason if isinstance(e, LoginError) else type(e).__name__
+    audit.record(
+        db.session,
+        "auth.login_failed",
+        actor=as_user(current_user),
+        provider=provider.slug if provider else None,
+        reason=reason,
+    )
+    db.session.commit()
+    return render_template(
+        "auth/login_failed.html", message=str(e), provider=provider
+    ), e.status_code
+
+
+@bp.get("/callback/<slug>")
+@limiter.limit(_rate_limit)
+def callback(slug: str) -> ResponseReturnValue:
+    provider = _enabled_provider(slug)
+    try:
+        claims, data = oidc.finish_login(provider)
+        link_user_id = data.get("link_user_id")
+        link_to = None
+        if link_user_id is not None:
+            link_to = as_user(current_user)
+            if link_to is None or link_to.id != link_user_id:
+                raise LoginError("link_user_changed", "Log in again before linking a login.")
+        user, identity = services.complete_login(db.session, provider, claims, link_to=link_to)
+    except DomainError as e:
+        return _login_failed(provider, e)
+    if link_to is not None:
+        db.session.commit()
+        flash(f"Your {provider.name} login is now linked to your account.", "success")
+        return redirect(url_for(".account"))
+    old = current_token()
+    if old:
+        record, _ = services.session_for_token(
+            db.session,
+            old,
+            idle=current_app.permanent_session_lifetime,
+            absolute=current_app.permanent_session_lifetime,
+        )
+        if record is not None:
+            services.end_session(db.session, record, reason="replaced")
+    _, token = services.start_session(
+        db.session, user, identity=identity, ip=oidc.remote_addr(), user_agent=oidc.user_agent()
+    )
+    db.session.commit()
+    # A new session: nothing from before the login survives in the cookie.
+    session.clear()
+    login_user(user)
+    session[SESSION_TOKEN_KEY] = token
+    session.permanent = True
+    return redirect(safe_next(data.get("next")) or url_for("core.dashboard"))
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        abort(400, description="The logout form has expired. Reload the page and try again.")
+    user = as_user(current_user)
+    token = current_token()
+    if token:
+        record = db.session.scalar(
+            select(LoginSession).where(LoginSession.token_hash == services.token_hash(token))
+        )
+        if record is not None:
+            services.end_session(db.session, record, reason="logout")
+    if user is not None:
+        audit.record(db.session, "auth.logout", actor=user, obj=user)
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You are logged out.", "info")
+    return redirect(url_for("core.index"))
+
+
+# --- your account -------------------------------------------------------------------------------
+
+
+@bp.get("/account")
+@login_required
+def account() -> ResponseReturnValue:
+    user: User = current_user
+    providers = {
+        p.issuer: p
+        for p in db.session.scalars(select(IdentityProvider).order_by(IdentityProvider.name))
+    }
+    sessions = db.session.scalars(
+        select(LoginSession)
+        .where(LoginSession.user_id == user.id, LoginSession.ended_at.is_(None))
+        .order_by(LoginSession.id.desc())
+        .limit(20)
+    ).all()
+    token = current_token()
+    return render_template(
+        "auth/account.html",
+        identities=user.identities,
+        providers=providers,
+        enabled=[p for p in providers.values() if p.enabled],
+        sessions=sessions,
+        current_hash=services.token_hash(token) if token else None,
+        form=ConfirmForm(),
+    )
+
+
+@bp.post("/link/<slug>")
+@login_required
+@limiter.limit(_rate_limit)
+def link(slug: str) -> ResponseReturnValue:
+    provider = _enabled_provider(slug)
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        abort(400, description="The form has expired. Reload the page and try again.")
+    try:
+        url = oidc.begin_login(
+            provider,
+            url_for(".callback", slug=provider.slug, _external=True),
+            extra={"link_user_id": current_user.id, "next": None},
+            idphint=None,
+        )
+    except LoginError as e:
+        return _login_failed(provider, e)
+    db.session.commit()
+    return redirect(url)
+
+
+@bp.post("/identities/<int:identity_id>/unlink")
+@login_required
+def unlink(identity_id: int) -> ResponseReturnValue:
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        abort(400, description="The form has expired. Reload the page and try again.")
+    identity = db.session.get(Identity, identity_id)
+    if identity is None:
+        abort(404)
+    try:
+        services.unlink_identity(db.session, identity, actor=current_user)
+    except ValidationError as e:
+        db.session.rollback()
+        flash(str(e), "danger")
+        return redirect(url_for(".account")), 303
+    db.session.commit()
+    flash("The login was unlinked.", "success")
+    return redirect(url_for(".account"))
+
+
+# --- admin: identity providers ------------------------------------------------------------------
+
+
+@bp.get("/admin/providers")
+@login_required
+def providers() -> ResponseReturnValue:
+    require(can_manage_identity_providers(current_user), "Only administrators manage providers.")
+    items = db.session.scalars(
+        select(IdentityProvider)
+        .options(
+            selectinload(IdentityProvider.served).selectinload(ProviderInstitution.institution)
+        )
+        .order_by(IdentityProvider.name)
+    ).all()
+    return render_template(
+        "auth/providers.html",
+        providers=items,
+        has_secret={p.id: oidc.client_secret(p) is not None for p in items},
+    )
+
+
+def _served_from_form(form: ProviderForm) -> list[tuple[Institution, str | None]]:
+    from portal.institutions.services import normalise_ror
+
+    out = []
+    for ror, entity_id in form.served_lines():
+        inst = db.session.scalar(
+            select(Institution).where(Institution.ror_id == normalise_ror(ror))
+        )
+        if inst is None:
+            raise ValidationError(f"No institution has the ROR id {ror}.")
+        out.append((inst, entity_id))
+    return out
+
+
+def _provider_form_page(
+    form: ProviderForm, provider: IdentityProvider | None
+) -> ResponseReturnValue:
+    if form.validate_on_submit():
+        try:
+            saved = services.save_provider(
+                db.session,
+                provider,
+                actor=current_user,
+                slug=form.slug.data or "",
+                name=form.name.data or "",
+                kind=ProviderKind(form.kind.data),
+                issuer=form.issuer.data or "",
+                client_id=form.client_id.data or "",
+                discovery_url=form.discovery_url.data,
+                scopes=form.scopes.data or "",
+                algorithms=(form.algorithms.data or "").split(),
+                allowed_algorithms=current_app.config["OIDC_ALLOWED_ALGORITHMS"],
+                enabled=bool(form.enabled.data),
+                served=_served_from_form(form),
+            )
+        except DomainError as e:
+            db.session.rollback()
+            if e.status_code == 403:
+                raise
+            flash(str(e), "danger")
+        else:
+            db.session.commit()
+            oidc.clear_metadata_cache()
+            flash(f"{saved.name} is saved.", "success")
+            return redirect(url_for(".providers"))
+    secret_name = "PORTAL_OIDC_SECRET_" + (provider.slug if provider else "<SLUG>").upper().replace(
+        "-", "_"
+    )
+    return render_template(
+        "auth/provider_form.html",
+        form=form,
+        provider=provider,
+        secret_name=secret_name,
+        has_secret=provider is not None and oidc.client_secret(provider) is not None,
+    ), (422 if request.method == "POST" else 200)
+
+
+@bp.route("/admin/providers/new", methods=["GET", "POST"])
+@login_required
+def provider_new() -> ResponseReturnValue:
+    require(can_manage_identity_providers(current_user), "Only administrators manage providers.")
+    return _provider_form_page(ProviderForm(), None)
+
+
+@bp.route("/admin/providers/<int:provider_id>/edit", methods=["GET", "POST"])
+@login_required
+def provider_edit(provider_id: int) -> ResponseReturnValue:
+    require(can_manage_identity_providers(current_user), "Only administrators manage providers.")
+    provider = db.session.get(IdentityProvider, provider_id)
+    if provider is None:
+        abort(404)
+    form = ProviderForm(obj=provider)
+    if request.method == "GET":
+        form.kind.data = provider.kind.value
+        form.algorithms.data = provider.id_token_algs
+        form.served_text.data = "\n".join(
+            f"{pi.institution.ror_id} {pi.entity_id or ''}".strip() for pi in provider.served
+        )
+    return _provider_form_page(form, provider)
+
+
+# --- admin: users -------------------------------------------------------------------------------
+
+
+@bp.get("/admin/users")
+@login_required
+def users() -> ResponseReturnValue:
+    require(can_manage_users(current_user), "Only administrators manage users.")
+    q = select(User).options(selectinload(User.identities)).order_by(User.display_name, User.id)
+    term = (request.args.get("q") or "").strip().lower()[:100]
+    if term:
+        like = f"%{term}%"
+        q = q.where(
+            or_(func.lower(User.display_name).like(like), func.lower(User.email).like(like))
+        )
+    return render_template(
+        "auth/users.html",
+        page=paginate(q),
+        q=term,
+        disable_form=DisableUserForm(),
+        form=ConfirmForm(),
+    )
+
+
+def _target_user(user_id: int) -> User:
+    target = db.session.get(User, user_id)
+    if target is None:
+        abort(404)
+    require(can_disable_user(current_user, target), "Only administrators can disable other users.")
+    return target
+
+
+@bp.post("/admin/users/<int:user_id>/disable")
+@login_required
+def disable_user(user_id: int) -> ResponseReturnValue:
+    target = _target_user(user_id)
+    form = DisableUserForm()
+    if not form.validate_on_submit():
+        flash("Please give a reason for disabling this account.", "danger")
+        return redirect(url_for(".users")), 303
+    try:
+        services.set_user_disabled(
+            db.session, target, actor=current_user, disabled=True, reason=form.reason.data
+        )
+    except DomainError as e:
+        db.session.rollback()
+        if e.status_code == 403:
+            raise
+        flash(str(e), "danger")
+        return redirect(url_for(".users")), 303
+    db.session.commit()
+    flash(f"{target.display_name} is disabled and logged out everywhere.", "success")
+    return redirect(url_for(".users"))
+
+
+@bp.post("/admin/users/<int:user_id>/enable")
+@login_required
+def enable_user(user_id: int) -> ResponseReturnValue:
+    target = _target_user(user_id)
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        abort(400, description="The form has expired. Reload the page and try again.")
+    try:
+        services.set_user_disabled(db.session, target, actor=current_user, disabled=False)
+    except DomainError as e:
+        db.session.rollback()
+        if e.status_code == 403:
+            raise
+        flash(str(e), "danger")
+        return redirect(url_for(".users")), 303
+    db.session.commit()
+    flash(f"{target.display_name} can log in again.", "success")
+    return redirect(url_for(".users"))
+
+
+def init_app(app: Any) -> None:
+    """Session lifetime, the login page for anonymous visitors, navigation entries."""
+    import datetime as dt
+
+    from portal.core import navigation
+    from portal.core.navigation import NavItem
+    from portal.extensions import login_manager
+
+    app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(
+        hours=float(app.config["SESSION_ABSOLUTE_HOURS"])
+    )
+    login_manager.login_view = "auth.login"
+    navigation.register(
+        NavItem("auth.providers", "Identity providers", can_manage_identity_providers, order=80)
+    )
+    navigation.register(NavItem("auth.users", "Users", can_manage_users, order=85))
+    navigation.register(NavItem("affiliations.index", "Affiliations", lambda u: True, order=20))

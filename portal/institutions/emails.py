@@ -1,0 +1,139 @@
+"""E-mails about affiliations: a request to the institution's signing officials, the decision back
+to the person, and a weekly reminder while a request waits. Recipient rules live here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from portal.auth.models import Role, RoleGrant, User
+from portal.core.models import AnySession
+from portal.institutions.models import Affiliation, AffiliationState
+from portal.notifications.kinds import EmailKind, register_kind
+from portal.notifications.reminders import Period, ReminderRule, register_rule
+from portal.notifications.rendering import external_url
+from portal.notifications.services import enqueue_email
+
+AFFILIATION_REQUESTED = register_kind(
+    EmailKind(
+        "institutions/affiliation_requested",
+        "Affiliation requests to decide",
+        "Someone asks to be recognised as a member of an institution where you are signing official.",
+    )
+)
+AFFILIATION_DECIDED = register_kind(
+    EmailKind(
+        "institutions/affiliation_decided",
+        "Decision on your affiliation",
+        "Your institution's signing official approved or rejected your affiliation request.",
+        mandatory=True,
+    )
+)
+AFFILIATION_PENDING = register_kind(
+    EmailKind(
+        "institutions/affiliation_pending",
+        "Reminders about waiting affiliation requests",
+        "A weekly reminder while an affiliation request at your institution waits for a decision.",
+    )
+)
+
+#: A request older than this gets a weekly reminder to the signing officials.
+PENDING_REMINDER_AFTER = dt.timedelta(days=3)
+
+
+def signing_officials(session: AnySession, institution_id: int) -> Sequence[User]:
+    """The active users who hold the signing-official role at the institution."""
+    return session.scalars(
+        select(User)
+        .join(RoleGrant, RoleGrant.user_id == User.id)
+        .where(
+            RoleGrant.role == Role.SIGNING_OFFICIAL,
+            RoleGrant.institution_id == institution_id,
+            User.is_disabled.is_(False),
+        )
+        .order_by(User.id)
+    ).all()
+
+
+def _request_context(affiliation: Affiliation) -> dict[str, Any]:
+    return {
+        "affiliation_id": affiliation.id,
+        "requester_name": affiliation.user.display_name,
+        "requester_email": affiliation.user.email,
+        "institution_name": affiliation.institution.name,
+        "title": affiliation.title,
+        "requested_on": affiliation.requested_at.strftime("%d %B %Y"),
+        "decide_url": external_url("core.dashboard"),
+    }
+
+
+def program_officers(session: AnySession) -> Sequence[User]:
+    return session.scalars(
+        select(User)
+        .join(RoleGrant, RoleGrant.user_id == User.id)
+        .where(RoleGrant.role == Role.PROGRAM_OFFICER, User.is_disabled.is_(False))
+        .order_by(User.id)
+    ).all()
+
+
+def affiliation_requested(session: AnySession, affiliation: Affiliation) -> None:
+    """Tell every signing official of the institution that a person asks to join it. An institution
+    without a signing official yet cannot decide, so then the program officers are told instead."""
+    officials = signing_officials(session, affiliation.institution_id) or program_officers(session)
+    enqueue_email(
+        session, AFFILIATION_REQUESTED.key, to=officials, context=_request_context(affiliation)
+    )
+
+
+def affiliation_decided(session: AnySession, affiliation: Affiliation) -> None:
+    """Tell the person whether their affiliation was approved or rejected, with the official's note."""
+    if affiliation.state not in (AffiliationState.ACTIVE, AffiliationState.REJECTED):
+        raise ValueError(f"affiliation {affiliation.id} is {affiliation.state}, not decided")
+    approved = affiliation.state == AffiliationState.ACTIVE
+    enqueue_email(
+        session,
+        AFFILIATION_DECIDED.key,
+        to=affiliation.user,
+        context={
+            "name": affiliation.user.display_name,
+            "institution_name": affiliation.institution.name,
+            "approved": approved,
+            "note": affiliation.decision_note,
+            "decided_by": affiliation.decided_by.display_name if affiliation.decided_by else None,
+            "dashboard_url": external_url("core.dashboard"),
+        },
+    )
+
+
+def _pending_requests(session: AnySession, now: dt.datetime) -> Sequence[Affiliation]:
+    return session.scalars(
+        select(Affiliation)
+        .where(
+            Affiliation.state == AffiliationState.REQUESTED,
+            Affiliation.requested_at <= now - PENDING_REMINDER_AFTER,
+        )
+        .options(selectinload(Affiliation.user), selectinload(Affiliation.institution))
+        .order_by(Affiliation.id)
+    ).all()
+
+
+def remind_pending_request(session: AnySession, affiliation: Affiliation) -> None:
+    officials = signing_officials(session, affiliation.institution_id)
+    enqueue_email(
+        session, AFFILIATION_PENDING.key, to=officials, context=_request_context(affiliation)
+    )
+
+
+register_rule(
+    ReminderRule(
+        key="institutions.affiliation_pending",
+        period=Period.WEEKLY,
+        due=_pending_requests,
+        send=remind_pending_request,
+        description="Affiliation requests waiting more than three days, weekly to signing officials.",
+    )
+)

@@ -1,0 +1,116 @@
+"""Affiliation requests: asked by the person, decided by the institution's signing official."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal.auth.models import Role
+from portal.core.audit import AuditEvent
+from portal.core.errors import (
+    ConflictError,
+    InvalidTransitionError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from portal.institutions import services
+from portal.institutions.models import AffiliationSource, AffiliationState, InstitutionState
+from portal.institutions.permissions import decidable_affiliations
+from tests.factories import make_institution, make_user
+
+
+@pytest.fixture(autouse=True)
+def _app_context(app: Flask) -> Iterator[None]:
+    """Deciding and requesting write e-mails to the outbox, which reads the app's configuration."""
+    with app.app_context():
+        yield
+
+
+def test_request_then_official_approves_and_person_becomes_researcher(db: Session) -> None:
+    inst = make_institution(db)
+    official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
+    person = make_user(db)
+    aff = services.request_affiliation(db, inst, actor=person, title="postdoc")
+    assert (
+        aff.state == AffiliationState.REQUESTED
+        and aff.source == AffiliationSource.OFFICIAL_APPROVAL
+    )
+    services.decide_affiliation(db, aff, actor=official, approve=True)
+    assert aff.state == AffiliationState.ACTIVE and aff.decided_by_id == official.id
+    db.refresh(person)
+    assert person.has_role(Role.RESEARCHER, inst)
+    actions = [e.action for e in db.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+    assert actions[-2:] == ["affiliation.request", "affiliation.approve"]
+
+
+def test_rejection_needs_a_reason_and_is_final(db: Session) -> None:
+    inst = make_institution(db)
+    official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
+    aff = services.request_affiliation(db, inst, actor=make_user(db))
+    with pytest.raises(ValidationError):
+        services.decide_affiliation(db, aff, actor=official, approve=False)
+    services.decide_affiliation(db, aff, actor=official, approve=False, note="Not one of ours")
+    assert aff.state == AffiliationState.REJECTED and aff.decision_note == "Not one of ours"
+    with pytest.raises(InvalidTransitionError):
+        services.decide_affiliation(db, aff, actor=official, approve=True)
+
+
+@pytest.mark.parametrize(
+    "who", ["other official", "officer", "admin", "self official", "requester"]
+)
+def test_only_that_institutions_official_decides(db: Session, who: str) -> None:
+    inst, other = make_institution(db), make_institution(db)
+    person = make_user(db)
+    if who == "self official":
+        # An official whose own membership ended asks to join again: someone else decides.
+        person = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
+        person.affiliations[0].state = AffiliationState.ENDED
+        db.flush()
+    aff = services.request_affiliation(db, inst, actor=person)
+    actor = {
+        "other official": lambda: make_user(db, Role.SIGNING_OFFICIAL, institution=other),
+        "officer": lambda: make_user(db, Role.PROGRAM_OFFICER),
+        "admin": lambda: make_user(db, Role.ADMIN),
+        "self official": lambda: person,
+        "requester": lambda: person,
+    }[who]()
+    with pytest.raises(PermissionDeniedError):
+        services.decide_affiliation(db, aff, actor=actor, approve=True)
+    assert aff.state == AffiliationState.REQUESTED
+
+
+def test_no_second_open_request_and_no_request_to_withdrawn_institutions(db: Session) -> None:
+    inst = make_institution(db)
+    person = make_user(db)
+    services.request_affiliation(db, inst, actor=person)
+    with pytest.raises(ConflictError):
+        services.request_affiliation(db, inst, actor=person)
+    gone = make_institution(db, state=InstitutionState.WITHDRAWN)
+    with pytest.raises(PermissionDeniedError):
+        services.request_affiliation(db, gone, actor=person)
+
+
+def test_withdraw_own_request_only(db: Session) -> None:
+    inst = make_institution(db)
+    person, stranger = make_user(db), make_user(db)
+    aff = services.request_affiliation(db, inst, actor=person)
+    with pytest.raises(PermissionDeniedError):
+        services.withdraw_affiliation_request(db, aff, actor=stranger)
+    services.withdraw_affiliation_request(db, aff, actor=person)
+    assert aff.state == AffiliationState.ENDED
+    # …and may ask again later.
+    assert services.request_affiliation(db, inst, actor=person).state == AffiliationState.REQUESTED
+
+
+def test_officials_list_shows_only_their_institutions_requests(db: Session) -> None:
+    inst, other = make_institution(db), make_institution(db)
+    official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
+    mine = services.request_affiliation(db, inst, actor=make_user(db))
+    services.request_affiliation(db, other, actor=make_user(db))
+    listed = db.scalars(decidable_affiliations(official)).all()
+    assert [a.id for a in listed if a.state == AffiliationState.REQUESTED] == [mine.id]
+    assert db.scalars(decidable_affiliations(make_user(db, Role.ADMIN))).all() == []
