@@ -49,7 +49,7 @@ from portal.core import audit
 from portal.core.errors import DomainError, ValidationError
 from portal.core.pagination import paginate
 from portal.core.permissions import as_user, require
-from portal.core.web import login_required
+from portal.core.web import commit_or_flash, login_required
 from portal.extensions import db, limiter
 from portal.institutions.models import Institution
 
@@ -336,8 +336,8 @@ def _provider_form_page(
     form: ProviderForm, provider: IdentityProvider | None
 ) -> ResponseReturnValue:
     if form.validate_on_submit():
-        try:
-            saved = services.save_provider(
+        saved = commit_or_flash(
+            lambda: services.save_provider(
                 db.session,
                 provider,
                 actor=current_user,
@@ -353,13 +353,8 @@ def _provider_form_page(
                 enabled=bool(form.enabled.data),
                 served=_served_from_form(form),
             )
-        except DomainError as e:
-            db.session.rollback()
-            if e.status_code == 403:
-                raise
-            flash(str(e), "danger")
-        else:
-            db.session.commit()
+        )
+        if saved is not None:
             oidc.clear_metadata_cache()
             flash(f"{saved.name} is saved.", "success")
             return redirect(url_for(".providers"))
@@ -438,19 +433,14 @@ def disable_user(user_id: int) -> ResponseReturnValue:
     if not form.validate_on_submit():
         flash("Please give a reason for disabling this account.", "danger")
         return redirect(url_for(".users")), 303
-    try:
-        services.set_user_disabled(
+    if commit_or_flash(
+        lambda: services.set_user_disabled(
             db.session, target, actor=current_user, disabled=True, reason=form.reason.data
         )
-    except DomainError as e:
-        db.session.rollback()
-        if e.status_code == 403:
-            raise
-        flash(str(e), "danger")
-        return redirect(url_for(".users")), 303
-    db.session.commit()
-    flash(f"{target.display_name} is disabled and logged out everywhere.", "success")
-    return redirect(url_for(".users"))
+    ):
+        flash(f"{target.display_name} is disabled and logged out everywhere.", "success")
+        return redirect(url_for(".users"))
+    return redirect(url_for(".users")), 303  # refused: the flash says why
 
 
 @bp.post("/admin/users/<int:user_id>/enable")
@@ -460,17 +450,12 @@ def enable_user(user_id: int) -> ResponseReturnValue:
     form = ConfirmForm()
     if not form.validate_on_submit():
         abort(400, description="The form has expired. Reload the page and try again.")
-    try:
-        services.set_user_disabled(db.session, target, actor=current_user, disabled=False)
-    except DomainError as e:
-        db.session.rollback()
-        if e.status_code == 403:
-            raise
-        flash(str(e), "danger")
-        return redirect(url_for(".users")), 303
-    db.session.commit()
-    flash(f"{target.display_name} can log in again.", "success")
-    return redirect(url_for(".users"))
+    if commit_or_flash(
+        lambda: services.set_user_disabled(db.session, target, actor=current_user, disabled=False)
+    ):
+        flash(f"{target.display_name} can log in again.", "success")
+        return redirect(url_for(".users"))
+    return redirect(url_for(".users")), 303  # refused: the flash says why
 
 
 def init_app(app: Any) -> None:

@@ -89,6 +89,28 @@ def init_app(app: Flask) -> None:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def commit_or_flash(change: Callable[[], T]) -> T | None:
+    """Run one service call for this request and commit it; return what the service returned.
+
+    When a business rule refuses (a DomainError), roll back, flash the reason and return None, so
+    the view shows its form or page again. A refused permission is not flashed: it propagates and
+    becomes an audited 403.
+    """
+    from portal.extensions import db
+
+    try:
+        result = change()
+    except DomainError as e:
+        db.session.rollback()
+        if e.status_code == 403:
+            raise
+        flash(str(e), "danger")
+        return None
+    db.session.commit()
+    return result
 
 
 def login_required(view: F) -> F:

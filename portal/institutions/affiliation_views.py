@@ -10,10 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from portal.auth.models import Role
-from portal.core.errors import DomainError
 from portal.core.pagination import paginate
 from portal.core.permissions import require
-from portal.core.web import login_required
+from portal.core.web import commit_or_flash, login_required
 from portal.extensions import db
 from portal.institutions import services
 from portal.institutions.forms import (
@@ -78,17 +77,11 @@ def request_form() -> ResponseReturnValue:
         inst = db.session.get(Institution, form.institution_id.data)
         if inst is None:
             abort(404)
-        try:
-            services.request_affiliation(
+        if commit_or_flash(
+            lambda: services.request_affiliation(
                 db.session, inst, actor=current_user, title=form.title.data
             )
-        except DomainError as e:
-            db.session.rollback()
-            if e.status_code == 403:
-                raise
-            flash(str(e), "danger")
-        else:
-            db.session.commit()
+        ):
             flash(f"Your request to join {inst.name} is sent to its signing official.", "success")
             return redirect(url_for(".index"))
     return render_template("institutions/affiliation_request.html", form=form), (
@@ -114,23 +107,18 @@ def decide(affiliation_id: int) -> ResponseReturnValue:
     form = AffiliationDecisionForm()
     if not form.validate_on_submit():
         abort(400, description="The decision form was incomplete.")
-    try:
-        services.decide_affiliation(
+    if commit_or_flash(
+        lambda: services.decide_affiliation(
             db.session,
             aff,
             actor=current_user,
             approve=form.decision.data == "approve",
             note=form.note.data,
         )
-    except DomainError as e:
-        db.session.rollback()
-        if e.status_code == 403:
-            raise
-        flash(str(e), "danger")
-        return redirect(url_for(".index")), 303
-    db.session.commit()
-    flash(f"{aff.user.display_name}: {aff.state.label.lower()}.", "success")
-    return redirect(url_for(".index"))
+    ):
+        flash(f"{aff.user.display_name}: {aff.state.label.lower()}.", "success")
+        return redirect(url_for(".index"))
+    return redirect(url_for(".index")), 303  # refused: the flash says why
 
 
 @bp.post("/<int:affiliation_id>/withdraw")
@@ -140,14 +128,9 @@ def withdraw(affiliation_id: int) -> ResponseReturnValue:
     form = AffiliationWithdrawForm()
     if not form.validate_on_submit():
         abort(400, description="The form has expired. Reload the page and try again.")
-    try:
-        services.withdraw_affiliation_request(db.session, aff, actor=current_user)
-    except DomainError as e:
-        db.session.rollback()
-        if e.status_code == 403:
-            raise
-        flash(str(e), "danger")
-        return redirect(url_for(".index")), 303
-    db.session.commit()
-    flash("Your request is withdrawn.", "success")
-    return redirect(url_for(".index"))
+    if commit_or_flash(
+        lambda: services.withdraw_affiliation_request(db.session, aff, actor=current_user)
+    ):
+        flash("Your request is withdrawn.", "success")
+        return redirect(url_for(".index"))
+    return redirect(url_for(".index")), 303  # refused: the flash says why

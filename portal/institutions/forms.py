@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
@@ -35,10 +37,17 @@ class InstitutionForm(FlaskForm):
         description="One per line or separated by commas, e.g. mit.edu. Sub-domains are included.",
     )
 
-    def domain_list(self) -> list[str]:
-        return [
-            d for d in (self.email_domains.data or "").replace(",", "\n").splitlines() if d.strip()
-        ]
+    def details(self) -> dict[str, Any]:
+        """The fields as keyword arguments of ``register_institution`` / ``update_institution``."""
+        raw = (self.email_domains.data or "").replace(",", "\n").splitlines()
+        return {
+            "name": self.name.data or "",
+            "country": self.country.data or "",
+            "ror_id": self.ror_id.data,
+            "short_name": self.short_name.data,
+            "website": self.website.data,
+            "domains": [d for d in raw if d.strip()],
+        }
 
 
 class TransitionForm(FlaskForm):

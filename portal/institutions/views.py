@@ -9,10 +9,9 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
 from portal.core import audit
-from portal.core.errors import DomainError
 from portal.core.pagination import paginate
 from portal.core.permissions import require
-from portal.core.web import login_required
+from portal.core.web import commit_or_flash, login_required
 from portal.extensions import db
 from portal.institutions import services
 from portal.institutions.forms import InstitutionFilterForm, InstitutionForm, TransitionForm
@@ -116,22 +115,10 @@ def new() -> ResponseReturnValue:
     require(can_register_institution(current_user), "Only program staff can register institutions.")
     form = InstitutionForm()
     if form.validate_on_submit():
-        try:
-            inst = services.register_institution(
-                db.session,
-                actor=current_user,
-                name=form.name.data or "",
-                country=form.country.data or "",
-                ror_id=form.ror_id.data,
-                short_name=form.short_name.data,
-                website=form.website.data,
-                domains=form.domain_list(),
-            )
-        except DomainError as e:
-            db.session.rollback()
-            flash(str(e), "danger")
-        else:
-            db.session.commit()
+        inst = commit_or_flash(
+            lambda: services.register_institution(db.session, actor=current_user, **form.details())
+        )
+        if inst is not None:
             flash(f"{inst.name} is registered and awaits review.", "success")
             return redirect(url_for(".detail", institution_id=inst.id))
     return render_template("institutions/form.html", form=form, inst=None), (
@@ -147,26 +134,11 @@ def edit(institution_id: int) -> ResponseReturnValue:
     form = InstitutionForm(obj=inst)
     if request.method == "GET":
         form.email_domains.data = "\n".join(d.domain for d in inst.domains)
-    if form.validate_on_submit():
-        try:
-            services.update_institution(
-                db.session,
-                inst,
-                actor=current_user,
-                name=form.name.data or "",
-                country=form.country.data or "",
-                ror_id=form.ror_id.data,
-                short_name=form.short_name.data,
-                website=form.website.data,
-                domains=form.domain_list(),
-            )
-        except DomainError as e:
-            db.session.rollback()
-            flash(str(e), "danger")
-        else:
-            db.session.commit()
-            flash("Saved.", "success")
-            return redirect(url_for(".detail", institution_id=inst.id))
+    if form.validate_on_submit() and commit_or_flash(
+        lambda: services.update_institution(db.session, inst, actor=current_user, **form.details())
+    ):
+        flash("Saved.", "success")
+        return redirect(url_for(".detail", institution_id=inst.id))
     return render_template("institutions/form.html", form=form, inst=inst), (
         422 if request.method == "POST" else 200
     )
@@ -179,16 +151,11 @@ def transition(institution_id: int) -> ResponseReturnValue:
     form = TransitionForm()
     if not form.validate_on_submit():
         abort(400, description="The status change form was incomplete.")
-    try:
-        services.transition(
+    if commit_or_flash(
+        lambda: services.transition(
             db.session, inst, form.action.data or "", actor=current_user, reason=form.reason.data
         )
-    except DomainError as e:
-        db.session.rollback()
-        if e.status_code == 403:
-            raise
-        flash(str(e), "danger")
-    else:
-        db.session.commit()
+    ):
         flash(f"{inst.name} is now {inst.state.label.lower()}.", "success")
-    return redirect(url_for(".detail", institution_id=inst.id))
+        return redirect(url_for(".detail", institution_id=inst.id))
+    return redirect(url_for(".detail", institution_id=inst.id)), 303  # refused: the flash says why

@@ -23,7 +23,7 @@ from sqlalchemy.orm import selectinload
 from portal.core.errors import DomainError
 from portal.core.pagination import paginate
 from portal.core.permissions import require
-from portal.core.web import login_required
+from portal.core.web import commit_or_flash, login_required
 from portal.extensions import csrf, db
 from portal.notifications import services
 from portal.notifications.forms import OutboxFilterForm, PreferencesForm, RetryForm
@@ -166,17 +166,12 @@ def outbox_retry(message_id: int) -> ResponseReturnValue:
     msg = _get_message(message_id)
     if not RetryForm().validate_on_submit():
         abort(400, description="The retry form was incomplete.")
-    try:
-        services.retry_message(db.session, msg, actor=current_user)
-    except DomainError as e:
-        db.session.rollback()
-        if e.status_code == 403:
-            raise
-        flash(str(e), "danger")
-        return redirect(url_for(".outbox_detail", message_id=message_id)), 303
-    db.session.commit()
-    flash(f"Mail #{message_id} is queued again.", "success")
-    return redirect(url_for(".outbox_detail", message_id=message_id))
+    if commit_or_flash(lambda: services.retry_message(db.session, msg, actor=current_user)):
+        flash(f"Mail #{message_id} is queued again.", "success")
+        return redirect(url_for(".outbox_detail", message_id=message_id))
+    return redirect(
+        url_for(".outbox_detail", message_id=message_id)
+    ), 303  # refused: the flash says why
 
 
 def _sink_dir() -> Path:
