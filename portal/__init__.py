@@ -102,7 +102,9 @@ def _register_template_helpers(app: Flask) -> None:
 
     navigation.register(NavItem("core.dashboard", "Dashboard", lambda u: True, order=0))
     navigation.register(NavItem("institutions.index", "Institutions", lambda u: True, order=10))
-    navigation.register(NavItem("core.audit_log", "Audit log", can_view_audit_log, order=90))
+    navigation.register(
+        NavItem("core.audit_log", "Audit log", can_view_audit_log, order=90, group="Admin")
+    )
 
     @app.context_processor
     def _permissions() -> dict[str, Any]:

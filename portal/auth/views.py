@@ -471,7 +471,13 @@ def init_app(app: Any) -> None:
     )
     login_manager.login_view = "auth.login"
     navigation.register(
-        NavItem("auth.providers", "Identity providers", can_manage_identity_providers, order=80)
+        NavItem(
+            "auth.providers",
+            "Identity providers",
+            can_manage_identity_providers,
+            order=80,
+            group="Admin",
+        )
     )
-    navigation.register(NavItem("auth.users", "Users", can_manage_users, order=85))
+    navigation.register(NavItem("auth.users", "Users", can_manage_users, order=85, group="Admin"))
     navigation.register(NavItem("affiliations.index", "Affiliations", lambda u: True, order=20))

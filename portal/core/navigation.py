@@ -18,6 +18,8 @@ class NavItem:
     #: The permission function that decides whether this user sees the entry.
     visible: Callable[[Any], bool]
     order: int = 100
+    #: Entries with a group are shown together in a drop-down menu of that name (e.g. "Admin").
+    group: str | None = None
 
 
 _ITEMS: list[NavItem] = []
@@ -29,16 +31,38 @@ def register(item: NavItem) -> None:
     _ITEMS.sort(key=lambda i: (i.order, i.label))
 
 
-def items_for(user: Any) -> list[tuple[str, str, bool]]:
-    """(endpoint, label, is_current_page) for each entry this user may see."""
+@dataclass(frozen=True)
+class Entry:
+    """What the template draws: a link, or (with ``children``) a drop-down of links."""
+
+    label: str
+    endpoint: str | None
+    active: bool
+    children: tuple[Entry, ...] = ()
+
+
+def items_for(user: Any) -> list[Entry]:
+    """The entries this user may see, in order; grouped entries become one drop-down."""
     if as_user(user) is None:
         return []
-    current_bp = request.blueprint
-    out = []
+    out: list[Entry] = []
+    groups: dict[str, list[Entry]] = {}
     for item in _ITEMS:
         if not item.visible(user):
             continue
         bp = item.endpoint.split(".")[0]
-        active = request.endpoint == item.endpoint or (bp != "core" and bp == current_bp)
-        out.append((item.endpoint, item.label, active))
-    return out
+        active = request.endpoint == item.endpoint or (bp != "core" and bp == request.blueprint)
+        entry = Entry(item.label, item.endpoint, active)
+        if item.group is None:
+            out.append(entry)
+            continue
+        if item.group not in groups:
+            groups[item.group] = []
+            out.append(Entry(item.group, None, False))  # placeholder, filled below
+        groups[item.group].append(entry)
+    return [
+        Entry(e.label, None, any(c.active for c in groups[e.label]), tuple(groups[e.label]))
+        if e.endpoint is None
+        else e
+        for e in out
+    ]

@@ -32,7 +32,15 @@ def init_app(app: Flask) -> None:
     from portal.notifications.views import bp
 
     app.register_blueprint(bp)
-    navigation.register(NavItem("notifications.outbox", "Mail", can_manage_outbox, order=80))
     navigation.register(
-        NavItem("notifications.mailbox", "Demo mailbox", can_read_demo_mailbox, order=85)
+        NavItem("notifications.outbox", "Mail outbox", can_manage_outbox, order=80, group="Admin")
+    )
+    navigation.register(
+        NavItem(
+            "notifications.mailbox",
+            "Demo mailbox",
+            can_read_demo_mailbox,
+            order=85,
+            group="Admin",
+        )
     )

@@ -42,7 +42,7 @@ def start_dev_mail(app: Flask) -> DevMail:
     dev = DevMail(
         f"Mail: delivered every {app.config['MAIL_WORKER_INTERVAL']}s to the local SMTP sink on "
         f"{host}:{port} (kept in {folder}).\n"
-        "  Read it: log in as 'admin' and open 'Demo mailbox' (all mail) or 'Mail' (the outbox).",
+        "  Read it: log in as 'admin' and open Admin → 'Demo mailbox' (all mail) or 'Mail outbox'.",
         controller=controller,
     )
 

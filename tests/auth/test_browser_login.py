@@ -90,7 +90,7 @@ def test_log_in_through_the_demo_identity_provider(
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"login-{who}.png"), full_page=True)
     # The login page remembers the choice; logging out ends the session.
-    page.click(f"nav >> text={page.inner_text('nav .dropdown-toggle')}")
+    page.click("#user-menu")
     page.click("button:has-text('Log out')")
     page.wait_for_url(live + "/")
     page.goto(live + "/dashboard")

@@ -91,3 +91,17 @@ def test_audit_log_filters_and_pages(client: FlaskClient, db: Session) -> None:
     html = client.get("/admin/audit?action=thing.").get_data(as_text=True)
     assert "thing.happened" in html and "other.event" not in html and "Next" in html
     assert "30 in all" in html
+
+
+def test_admin_pages_are_grouped_in_one_admin_menu(client: FlaskClient, db: Session) -> None:
+    login(client, make_user(db, Role.ADMIN))
+    html = client.get("/dashboard").get_data(as_text=True)
+    menu = html[html.index(">Admin</a>") :]
+    menu = menu[: menu.index("</ul>")]
+    for href in ("/admin/audit", "/auth/admin/users"):
+        assert f'href="{href}"' in menu
+
+
+def test_people_without_admin_pages_see_no_admin_menu(client: FlaskClient, db: Session) -> None:
+    login(client, make_user(db, Role.PROGRAM_OFFICER))
+    assert ">Admin</a>" not in client.get("/dashboard").get_data(as_text=True)
