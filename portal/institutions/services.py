@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from portal.auth.models import Role, RoleGrant, User
 from portal.core import audit
-from portal.core.errors import ConflictError, InvalidTransitionError, ValidationError
+from portal.core.errors import ConflictError, ValidationError
 from portal.core.models import AnySession, utcnow
 from portal.core.permissions import require
 from portal.core.workflow import check_transition
@@ -29,7 +29,7 @@ from portal.institutions.permissions import (
     can_transition_institution,
     can_withdraw_affiliation_request,
 )
-from portal.institutions.workflow import TRANSITIONS
+from portal.institutions.workflow import AFFILIATION_TRANSITIONS, TRANSITIONS
 
 _DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -314,6 +314,19 @@ def request_affiliation(
     return aff
 
 
+def _move_affiliation(
+    affiliation: Affiliation, action: str, *, actor: User, note: str | None = None
+) -> None:
+    """Apply one step of AFFILIATION_TRANSITIONS: from-state, reason, new state, who and when."""
+    tr = check_transition(AFFILIATION_TRANSITIONS, action, affiliation.state)
+    if tr.needs_reason and not note:
+        raise ValidationError(f"{tr.label}: please give a reason.")
+    affiliation.state = tr.to
+    affiliation.decided_at = utcnow()
+    affiliation.decided_by_id = actor.id
+    affiliation.decision_note = note
+
+
 def decide_affiliation(
     session: AnySession,
     affiliation: Affiliation,
@@ -328,15 +341,8 @@ def decide_affiliation(
         can_decide_affiliation(actor, affiliation),
         "Only the institution's signing official decides on requests to join it.",
     )
-    if affiliation.state != AffiliationState.REQUESTED:
-        raise InvalidTransitionError("This request has already been decided.")
     note = (note or "").strip()[:1000] or None
-    if not approve and not note:
-        raise ValidationError("Please give a reason for rejecting the request.")
-    affiliation.state = AffiliationState.ACTIVE if approve else AffiliationState.REJECTED
-    affiliation.decided_at = utcnow()
-    affiliation.decided_by_id = actor.id
-    affiliation.decision_note = note
+    _move_affiliation(affiliation, "approve" if approve else "reject", actor=actor, note=note)
     session.flush()
     if approve:
         _grant_researcher(session, affiliation.user, affiliation.institution)
@@ -358,11 +364,7 @@ def withdraw_affiliation_request(
 ) -> Affiliation:
     """The person who asked to join takes the request back (it ends, undecided by anyone else)."""
     require(can_withdraw_affiliation_request(actor, affiliation), "This is not your request.")
-    if affiliation.state != AffiliationState.REQUESTED:
-        raise InvalidTransitionError("Only a pending request can be withdrawn.")
-    affiliation.state = AffiliationState.ENDED
-    affiliation.decided_at = utcnow()
-    affiliation.decided_by_id = actor.id
+    _move_affiliation(affiliation, "withdraw", actor=actor)
     session.flush()
     audit.record(session, "affiliation.withdraw", actor=actor, obj=affiliation)
     return affiliation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from portal.core.workflow import Transition
+from portal.institutions.models import AffiliationState as A
 from portal.institutions.models import InstitutionState as S
 
 TRANSITIONS: dict[str, Transition[S]] = {
@@ -19,4 +20,12 @@ TRANSITIONS: dict[str, Transition[S]] = {
         needs_reason=True,
         style="danger",
     ),
+}
+
+
+#: A request to join an institution: decided by its signing official, or taken back by the person.
+AFFILIATION_TRANSITIONS: dict[str, Transition[A]] = {
+    "approve": Transition(frozenset({A.REQUESTED}), A.ACTIVE, "Approving"),
+    "reject": Transition(frozenset({A.REQUESTED}), A.REJECTED, "Rejecting", needs_reason=True),
+    "withdraw": Transition(frozenset({A.REQUESTED}), A.ENDED, "Withdrawing the request"),
 }

@@ -17,8 +17,14 @@ from portal.core.errors import (
     PermissionDeniedError,
     ValidationError,
 )
+from portal.core.models import utcnow
 from portal.institutions import services
-from portal.institutions.models import AffiliationSource, AffiliationState, InstitutionState
+from portal.institutions.models import (
+    Affiliation,
+    AffiliationSource,
+    AffiliationState,
+    InstitutionState,
+)
 from portal.institutions.permissions import decidable_affiliations
 from tests.factories import make_institution, make_user
 
@@ -114,3 +120,43 @@ def test_officials_list_shows_only_their_institutions_requests(db: Session) -> N
     listed = db.scalars(decidable_affiliations(official)).all()
     assert [a.id for a in listed if a.state == AffiliationState.REQUESTED] == [mine.id]
     assert db.scalars(decidable_affiliations(make_user(db, Role.ADMIN))).all() == []
+
+
+AFFILIATION_ALLOWED = {
+    (AffiliationState.REQUESTED, "approve"): AffiliationState.ACTIVE,
+    (AffiliationState.REQUESTED, "reject"): AffiliationState.REJECTED,
+    (AffiliationState.REQUESTED, "withdraw"): AffiliationState.ENDED,
+}
+
+
+@pytest.mark.parametrize("state", list(AffiliationState))
+@pytest.mark.parametrize("action", ["approve", "reject", "withdraw"])
+def test_affiliation_transition_table(db: Session, state: AffiliationState, action: str) -> None:
+    inst = make_institution(db)
+    official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
+    person = make_user(db)
+    aff = Affiliation(
+        user=person,
+        institution=inst,
+        state=state,
+        source=AffiliationSource.OFFICIAL_APPROVAL,
+        decided_at=None if state == AffiliationState.REQUESTED else utcnow(),
+    )
+    db.add(aff)
+    db.flush()
+
+    def act() -> None:
+        if action == "withdraw":
+            services.withdraw_affiliation_request(db, aff, actor=person)
+        else:
+            services.decide_affiliation(
+                db, aff, actor=official, approve=action == "approve", note="a reason"
+            )
+
+    if (state, action) in AFFILIATION_ALLOWED:
+        act()
+        assert aff.state == AFFILIATION_ALLOWED[(state, action)] and aff.decided_at is not None
+    else:
+        with pytest.raises(InvalidTransitionError):
+            act()
+        assert aff.state == state
