@@ -85,3 +85,24 @@ def make_user(
     session.flush()
     session.refresh(user)
     return user
+
+
+#: The kinds of visitor every route-by-role matrix test covers.
+ROLE_NAMES = ["anonymous", "researcher", "official", "reviewer", "steward", "officer", "admin"]
+LOGGED_IN = frozenset(ROLE_NAMES) - {"anonymous"}
+_ROLE_OF = {
+    "researcher": Role.RESEARCHER,
+    "official": Role.SIGNING_OFFICIAL,
+    "reviewer": Role.REVIEWER,
+    "steward": Role.DATA_STEWARD,
+    "officer": Role.PROGRAM_OFFICER,
+    "admin": Role.ADMIN,
+}
+
+
+def make_actor(session: Session, role_name: str, own: Institution) -> User | None:
+    """A visitor of kind ``role_name`` (None for anonymous); researchers and signing officials
+    belong to ``own``."""
+    if role_name == "anonymous":
+        return None
+    return make_user(session, _ROLE_OF[role_name], institution=own)

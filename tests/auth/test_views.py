@@ -3,7 +3,6 @@ bad input, CSRF, and audit events for every change."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +21,7 @@ from portal.institutions.models import (
 )
 from tests.auth.conftest import add_provider
 from tests.conftest import login
-from tests.factories import make_institution, make_user
-
-ROLES = ["anonymous", "researcher", "official", "reviewer", "steward", "officer", "admin"]
-LOGGED_IN = set(ROLES) - {"anonymous"}
+from tests.factories import LOGGED_IN, ROLE_NAMES, make_actor, make_institution, make_user
 
 
 @dataclass
@@ -82,19 +78,6 @@ def _world(db: Session, idp_a_url: str) -> World:
     )
 
 
-def _actor(db: Session, role: str, own: Institution) -> User | None:
-    makers: dict[str, Callable[[], User | None]] = {
-        "anonymous": lambda: None,
-        "researcher": lambda: make_user(db, Role.RESEARCHER, institution=own),
-        "official": lambda: make_user(db, Role.SIGNING_OFFICIAL, institution=own),
-        "reviewer": lambda: make_user(db, Role.REVIEWER),
-        "steward": lambda: make_user(db, Role.DATA_STEWARD),
-        "officer": lambda: make_user(db, Role.PROGRAM_OFFICER),
-        "admin": lambda: make_user(db, Role.ADMIN),
-    }
-    return makers[role]()
-
-
 PROVIDER_FORM = {
     "slug": "new-idp",
     "name": "New IdP",
@@ -108,14 +91,14 @@ PROVIDER_FORM = {
 
 # (id, method, path, data, roles allowed, status when allowed, logged-in refusal status)
 CASES: list[tuple[str, str, str, dict[str, Any], set[str], int]] = [
-    ("login page", "GET", "/auth/login", {}, set(ROLES), 200),
-    ("start login", "POST", "/auth/login/idp-a", {"next": "/dashboard"}, set(ROLES), 302),
+    ("login page", "GET", "/auth/login", {}, set(ROLE_NAMES), 200),
+    ("start login", "POST", "/auth/login/idp-a", {"next": "/dashboard"}, set(ROLE_NAMES), 302),
     (
         "callback with a forged state",
         "GET",
         "/auth/callback/idp-a?code=c&state=forged",
         {},
-        set(ROLES),
+        set(ROLE_NAMES),
         400,
     ),
     ("account", "GET", "/auth/account", {}, LOGGED_IN, 200),
@@ -199,7 +182,7 @@ def _audit_count(db: Session, prefix: str | None = None) -> int:
     return db.scalar(q) or 0
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", ROLE_NAMES)
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_route_role_matrix(
     client: FlaskClient,
@@ -210,7 +193,7 @@ def test_route_role_matrix(
 ) -> None:
     _, method, template, raw_data, allowed, ok_status = case
     w = _world(db, idp_a_url)
-    actor = _actor(db, role, w.own)
+    actor = make_actor(db, role, w.own)
     if actor is not None:
         login(client, actor)
     ids = w.ids()

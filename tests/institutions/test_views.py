@@ -9,29 +9,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from portal.auth.models import Role, User
+from portal.auth.models import Role
 from portal.core.audit import AuditEvent
 from portal.institutions.models import Institution, InstitutionState
 from tests.conftest import login
-from tests.factories import make_institution, make_user
-
-ROLES = ["anonymous", "researcher", "official", "reviewer", "steward", "officer", "admin"]
-
-
-def _actor(db: Session, role: str, own: Institution) -> User | None:
-    return {
-        "anonymous": lambda: None,
-        "researcher": lambda: make_user(db, Role.RESEARCHER, institution=own),
-        "official": lambda: make_user(db, Role.SIGNING_OFFICIAL, institution=own),
-        "reviewer": lambda: make_user(db, Role.REVIEWER),
-        "steward": lambda: make_user(db, Role.DATA_STEWARD),
-        "officer": lambda: make_user(db, Role.PROGRAM_OFFICER),
-        "admin": lambda: make_user(db, Role.ADMIN),
-    }[role]()
-
+from tests.factories import LOGGED_IN, ROLE_NAMES, make_actor, make_institution, make_user
 
 STAFF = {"officer", "admin"}
-LOGGED_IN = set(ROLES) - {"anonymous"}
 
 # (description, method, path template, form data, roles that succeed, success status)
 # Path placeholders: {own} the actor's own institution (applied), {other} another applied one,
@@ -97,7 +81,7 @@ CASES: list[tuple[str, str, str, dict[str, str], set[str], int]] = [
 ]
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", ROLE_NAMES)
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_route_role_matrix(
     client: FlaskClient,
@@ -109,7 +93,7 @@ def test_route_role_matrix(
     own = make_institution(db, state=InstitutionState.APPLIED)
     other = make_institution(db, state=InstitutionState.APPLIED)
     partner = make_institution(db, state=InstitutionState.PARTNER)
-    actor = _actor(db, role, own)
+    actor = make_actor(db, role, own)
     if actor is not None:
         login(client, actor)
     path = template.format(own=own.id, other=other.id, partner=partner.id)

@@ -14,32 +14,17 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from portal.auth.models import Role, User
+from portal.auth.models import Role
 from portal.core.audit import AuditEvent
-from portal.institutions.models import Institution
 from portal.notifications.forms import field_name
 from portal.notifications.kinds import optional_kinds
 from portal.notifications.models import Delivery, NotificationPreference, OutboxMessage, OutboxState
 from portal.notifications.rendering import unsubscribe_token
 from tests.conftest import login
-from tests.factories import make_institution, make_user
+from tests.factories import LOGGED_IN, ROLE_NAMES, make_actor, make_institution, make_user
 
-ROLES = ["anonymous", "researcher", "official", "reviewer", "steward", "officer", "admin"]
-LOGGED_IN = set(ROLES) - {"anonymous"}
 ADMIN = {"admin"}
 OPTIONAL = "institutions/affiliation_requested"
-
-
-def _actor(db: Session, role: str, own: Institution) -> User | None:
-    return {
-        "anonymous": lambda: None,
-        "researcher": lambda: make_user(db, Role.RESEARCHER, institution=own),
-        "official": lambda: make_user(db, Role.SIGNING_OFFICIAL, institution=own),
-        "reviewer": lambda: make_user(db, Role.REVIEWER),
-        "steward": lambda: make_user(db, Role.DATA_STEWARD),
-        "officer": lambda: make_user(db, Role.PROGRAM_OFFICER),
-        "admin": lambda: make_user(db, Role.ADMIN),
-    }[role]()
 
 
 def _settings_form(**overrides: str) -> dict[str, str]:
@@ -98,19 +83,19 @@ CASES: list[tuple[str, str, str, dict[str, str], set[str], int]] = [
     ("demo mail", "GET", "/admin/mail/mailbox/{key}", {}, ADMIN, 200),
     ("demo mail html", "GET", "/admin/mail/mailbox/{key}/html", {}, ADMIN, 200),
     # The token is the authority here (it names someone else than the actor): anyone holding it.
-    ("unsubscribe page", "GET", "/notifications/unsubscribe/{token}", {}, set(ROLES), 200),
+    ("unsubscribe page", "GET", "/notifications/unsubscribe/{token}", {}, set(ROLE_NAMES), 200),
     (
         "one-click unsubscribe",
         "POST",
         "/notifications/unsubscribe/{token}",
         {"List-Unsubscribe": "One-Click"},
-        set(ROLES),
+        set(ROLE_NAMES),
         200,
     ),
 ]
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", ROLE_NAMES)
 @pytest.mark.parametrize(
     ("desc", "method", "path", "data", "allowed", "ok"), CASES, ids=[c[0] for c in CASES]
 )
@@ -128,7 +113,7 @@ def test_route_by_role(
     ok: int,
 ) -> None:
     own = make_institution(db)
-    actor = _actor(db, role, own)
+    actor = make_actor(db, role, own)
     msg = _dead_message(db)
     recipient = make_user(db)
     with app.app_context():
