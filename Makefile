@@ -10,14 +10,14 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 ## Start the portal with demo data, demo identity provider and mail sink on http://127.0.0.1:5000
 run: $(STAMP)
-	$(BIN)/python -m portal.devserver
+	$(BIN)/python -m portal.dev.server
 
 ## Lint, type-check, and run the whole test suite
 test: lint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from portal.config import load_config
     from portal.core import web
     from portal.core.database import configure_engine
+    from portal.core.views import bp as core_bp
 
     app = Flask(
         __name__,
@@ -44,12 +46,22 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     extensions.csrf.init_app(app)
     extensions.limiter.init_app(app)
-    _init_login(app)
     web.init_app(app)
-    _register_blueprints(app)
-    _register_template_helpers(app)
-    _register_cli(app)
+    app.register_blueprint(core_bp)
+    for name in DOMAINS:
+        importlib.import_module(name).init_app(app)
     return app
+
+
+#: The packages that make up the portal, each registering itself (``init_app``): its blueprints,
+#: navigation, dashboard cards, mail kinds, CLI commands and template helpers. Order matters only
+#: for the navigation's ties. ``portal.dev`` is demo and development code (see its docstring).
+DOMAINS = (
+    "portal.auth",
+    "portal.institutions",
+    "portal.notifications",
+    "portal.dev",
+)
 
 
 def _import_models() -> None:
@@ -58,83 +70,3 @@ def _import_models() -> None:
     import portal.core.audit
     import portal.institutions.models
     import portal.notifications.models  # noqa: F401
-
-
-def _init_login(app: Flask) -> None:
-    from portal.auth.sessions import load_user
-    from portal.extensions import login_manager
-
-    login_manager.init_app(app)
-    login_manager.session_protection = "basic"
-    # A cookie is worth a user only while its server-side session lives (portal/auth/sessions.py).
-    login_manager.user_loader(load_user)
-
-
-def _register_blueprints(app: Flask) -> None:
-    from portal.core.views import bp as core_bp
-    from portal.institutions.views import bp as institutions_bp
-
-    app.register_blueprint(core_bp)
-    app.register_blueprint(institutions_bp)
-
-    from portal.auth.views import bp as auth_bp
-    from portal.auth.views import init_app as init_auth
-    from portal.institutions.affiliation_views import bp as affiliations_bp
-
-    app.register_blueprint(auth_bp)
-    app.register_blueprint(affiliations_bp)
-    init_auth(app)
-
-    from portal.notifications import init_app as init_notifications
-
-    init_notifications(app)
-
-
-def _register_template_helpers(app: Flask) -> None:
-    from flask_login import current_user
-
-    from portal.auth import permissions as auth_permissions
-    from portal.core import navigation
-    from portal.core import permissions as core_permissions
-    from portal.core.navigation import NavItem
-    from portal.core.permissions import as_user, can_view_audit_log
-    from portal.institutions import permissions as institution_permissions
-
-    navigation.register(NavItem("core.dashboard", "Dashboard", lambda u: True, order=0))
-    navigation.register(NavItem("institutions.index", "Institutions", lambda u: True, order=10))
-    navigation.register(
-        NavItem("core.audit_log", "Audit log", can_view_audit_log, order=90, group="Admin")
-    )
-
-    @app.context_processor
-    def _permissions() -> dict[str, Any]:
-        helpers = {
-            name: getattr(mod, name)
-            for mod in (core_permissions, institution_permissions, auth_permissions)
-            for name in dir(mod)
-            if name.startswith(("can_", "is_"))
-        }
-        return {
-            "site_name": app.config["SITE_NAME"],
-            "demo_mode": app.config["DEMO_MODE"],
-            "nav_items": lambda: navigation.items_for(current_user),
-            "url_endpoints": app.view_functions,
-            "me": as_user(current_user),
-            **helpers,
-        }
-
-
-def _register_cli(app: Flask) -> None:
-    from portal.datagen import generate_command
-    from portal.demo import demo_cli
-
-    demo_cli.add_command(generate_command)
-    app.cli.add_command(demo_cli)
-
-    from portal.auth.cli import auth_cli
-
-    app.cli.add_command(auth_cli)
-
-    from portal.notifications.cli import mail_cli
-
-    app.cli.add_command(mail_cli)

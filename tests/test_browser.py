@@ -11,7 +11,7 @@ from flask import Flask
 
 from portal import create_app
 from portal.auth.models import User
-from portal.demo import load_if_empty
+from portal.dev.demo import load_if_empty
 from portal.extensions import db
 from tests.browser import chromium, serve
 from tests.conftest import TEST_CONFIG

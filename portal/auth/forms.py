@@ -33,7 +33,7 @@ class ConfirmForm(FlaskForm):
 
 
 class DisableUserForm(FlaskForm):
-    reason = TextAreaField("Reason", validators=[DataRequired(), Length(max=500)])
+    reason = TextAreaField("Reason", validators=[Optional(), Length(max=500)])
 
 
 class ProviderForm(FlaskForm):

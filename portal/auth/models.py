@@ -3,51 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
     CheckConstraint,
     ForeignKey,
-    Index,
     String,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from portal.core.models import Base, TimestampMixin, enum_type, utcnow
+from portal.core.models import (
+    Base,
+    LabelledEnum,
+    TimestampMixin,
+    enum_type,
+    partial_unique_index,
+    utcnow,
+)
+from portal.core.roles import INSTITUTION_ROLES as INSTITUTION_ROLES
+from portal.core.roles import Role as Role
 
 if TYPE_CHECKING:
     from portal.institutions.models import Affiliation, Institution
-
-
-class Role(enum.StrEnum):
-    RESEARCHER = "researcher"
-    SIGNING_OFFICIAL = "signing_official"
-    REVIEWER = "reviewer"
-    DATA_STEWARD = "data_steward"
-    PROGRAM_OFFICER = "program_officer"
-    ADMIN = "admin"
-
-    @property
-    def label(self) -> str:
-        return ROLE_LABELS[self]
-
-
-ROLE_LABELS = {
-    Role.RESEARCHER: "Researcher",
-    Role.SIGNING_OFFICIAL: "Signing official",
-    Role.REVIEWER: "Reviewer",
-    Role.DATA_STEWARD: "Data steward",
-    Role.PROGRAM_OFFICER: "Program officer",
-    Role.ADMIN: "Administrator",
-}
-
-#: Roles held on behalf of one institution; the others are held lab-wide.
-INSTITUTION_ROLES = frozenset({Role.RESEARCHER, Role.SIGNING_OFFICIAL})
 
 
 class User(TimestampMixin, Base):
@@ -142,13 +122,8 @@ class RoleGrant(TimestampMixin, Base):
             name="scope",
         ),
         # NULLs are distinct in a unique constraint, so lab-wide grants need their own index.
-        Index(
-            "uq_role_grants_lab_wide",
-            "user_id",
-            "role",
-            unique=True,
-            sqlite_where=text("institution_id IS NULL"),
-            postgresql_where=text("institution_id IS NULL"),
+        partial_unique_index(
+            "uq_role_grants_lab_wide", "user_id", "role", where="institution_id IS NULL"
         ),
     )
 
@@ -164,18 +139,12 @@ class RoleGrant(TimestampMixin, Base):
     institution: Mapped[Institution | None] = relationship()
 
 
-class ProviderKind(enum.StrEnum):
+class ProviderKind(LabelledEnum):
     #: An institution's own OpenID provider: it serves the institutions linked to it.
-    INSTITUTION = "institution"
+    INSTITUTION = "institution", "Institution's own IdP"
     #: A federation proxy such as CILogon: one issuer fronts many campuses, and the campus is
     #: named by the ``idp`` claim (its SAML entity id), mapped to institutions here.
-    FEDERATION = "federation"
-
-    @property
-    def label(self) -> str:
-        return {"institution": "Institution's own IdP", "federation": "Federation proxy"}[
-            self.value
-        ]
+    FEDERATION = "federation", "Federation proxy"
 
 
 class IdentityProvider(TimestampMixin, Base):

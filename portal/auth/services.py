@@ -31,7 +31,7 @@ from portal.auth.permissions import (
 from portal.core import audit
 from portal.core.errors import ConflictError, PermissionDeniedError, ValidationError
 from portal.core.models import AnySession, utcnow
-from portal.core.permissions import require
+from portal.core.permissions import check
 from portal.institutions import services as institution_services
 from portal.institutions.models import Institution
 
@@ -131,7 +131,7 @@ def complete_login(
 
 def unlink_identity(session: AnySession, identity: Identity, *, actor: User) -> None:
     """Remove one of the actor's login identities; everyone keeps at least one."""
-    require(can_unlink_identity(actor, identity), "That login is not yours.")
+    check(can_unlink_identity, actor, identity)
     count = session.scalar(
         select(func.count()).select_from(Identity).where(Identity.user_id == identity.user_id)
     )
@@ -220,6 +220,52 @@ def end_session(session: AnySession, record: LoginSession, *, reason: str) -> No
         audit.record(session, f"session.{reason}", actor=None, obj=record, user_id=record.user_id)
 
 
+def log_in(
+    session: AnySession,
+    user: User,
+    identity: Identity,
+    *,
+    replacing: str | None,
+    ip: str | None,
+    user_agent: str | None,
+) -> str:
+    """Start a new login session for ``user`` (ending the one whose token the browser still had);
+    returns the new session's token for the cookie."""
+    if replacing:
+        record = session.scalar(
+            select(LoginSession).where(LoginSession.token_hash == token_hash(replacing))
+        )
+        if record is not None:
+            end_session(session, record, reason="replaced")
+    _, token = start_session(session, user, identity=identity, ip=ip, user_agent=user_agent)
+    return token
+
+
+def log_out(session: AnySession, user: User | None, token: str | None) -> None:
+    """End the session of ``token`` for good, and record the logout."""
+    if token:
+        record = session.scalar(
+            select(LoginSession).where(LoginSession.token_hash == token_hash(token))
+        )
+        if record is not None:
+            end_session(session, record, reason="logout")
+    if user is not None:
+        audit.record(session, "auth.logout", actor=user, obj=user)
+
+
+def record_login_failure(
+    session: AnySession, provider: IdentityProvider | None, *, reason: str, actor: User | None
+) -> None:
+    """A login that failed (bad state, a token that did not verify …) leaves an audit event."""
+    audit.record(
+        session,
+        "auth.login_failed",
+        actor=actor,
+        provider=provider.slug if provider else None,
+        reason=reason,
+    )
+
+
 def end_all_sessions(session: AnySession, user: User, *, reason: str) -> int:
     """End every live session of ``user``; returns how many."""
     result = session.execute(
@@ -236,7 +282,7 @@ def set_user_disabled(
     session: AnySession, user: User, *, actor: User, disabled: bool, reason: str | None = None
 ) -> User:
     """Admins disable a user (who can no longer log in; every session ends now) or enable them."""
-    require(can_disable_user(actor, user), "Only administrators can disable other users.")
+    check(can_disable_user, actor, user)
     reason = (reason or "").strip()[:500] or None
     if disabled and not reason:
         raise ValidationError("Please give a reason for disabling this account.")
@@ -336,9 +382,7 @@ def save_provider(
     """Register an identity provider or change one (``actor`` None: seeding from configuration).
     Its secret is configuration, never a field here."""
     if actor is not None:
-        require(
-            can_manage_identity_providers(actor), "Only administrators manage identity providers."
-        )
+        check(can_manage_identity_providers, actor)
     creating = provider is None
     provider = provider or IdentityProvider()
     slug, issuer = slug.strip().lower(), issuer.strip()

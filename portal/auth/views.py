@@ -19,17 +19,11 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user, logout_user
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from portal.auth import oidc, services
-from portal.auth.forms import (
-    ConfirmForm,
-    DisableUserForm,
-    FindInstitutionForm,
-    ProviderForm,
-    StartLoginForm,
-)
+from portal.auth.forms import DisableUserForm, FindInstitutionForm, ProviderForm, StartLoginForm
 from portal.auth.models import (
     Identity,
     IdentityProvider,
@@ -40,20 +34,25 @@ from portal.auth.models import (
 )
 from portal.auth.oidc import LoginError, safe_next
 from portal.auth.permissions import (
+    as_user,
     can_disable_user,
     can_manage_identity_providers,
     can_manage_users,
+    can_view_audit_log,
 )
 from portal.auth.sessions import SESSION_TOKEN_KEY, current_token
-from portal.core import audit
+from portal.core.audit import AuditEvent
 from portal.core.errors import DomainError, ValidationError
-from portal.core.pagination import paginate
-from portal.core.permissions import as_user, require
-from portal.core.web import commit_or_flash, login_required
+from portal.core.forms import ConfirmForm
+from portal.core.listing import ListSpec, list_page
+from portal.core.permissions import check
+from portal.core.web import form_page, load, login_required, post_action
 from portal.extensions import db, limiter
 from portal.institutions.models import Institution
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
+#: Administration pages that are not about logging in (the audit log).
+admin_bp = Blueprint("admin", __name__)
 
 #: Cookie remembering the last provider (and institution) chosen on the login page.
 LAST_CHOICE_COOKIE = "atom_last_idp"
@@ -150,13 +149,11 @@ def start(slug: str) -> ResponseReturnValue:
 
 def _login_failed(provider: IdentityProvider | None, e: DomainError) -> ResponseReturnValue:
     db.session.rollback()
-    reason = e.reason if isinstance(e, LoginError) else type(e).__name__
-    audit.record(
+    services.record_login_failure(
         db.session,
-        "auth.login_failed",
+        provider,
+        reason=e.reason if isinstance(e, LoginError) else type(e).__name__,
         actor=as_user(current_user),
-        provider=provider.slug if provider else None,
-        reason=reason,
     )
     db.session.commit()
     return render_template(
@@ -183,18 +180,13 @@ def callback(slug: str) -> ResponseReturnValue:
         db.session.commit()
         flash(f"Your {provider.name} login is now linked to your account.", "success")
         return redirect(url_for(".account"))
-    old = current_token()
-    if old:
-        record, _ = services.session_for_token(
-            db.session,
-            old,
-            idle=current_app.permanent_session_lifetime,
-            absolute=current_app.permanent_session_lifetime,
-        )
-        if record is not None:
-            services.end_session(db.session, record, reason="replaced")
-    _, token = services.start_session(
-        db.session, user, identity=identity, ip=oidc.remote_addr(), user_agent=oidc.user_agent()
+    token = services.log_in(
+        db.session,
+        user,
+        identity,
+        replacing=current_token(),
+        ip=oidc.remote_addr(),
+        user_agent=oidc.user_agent(),
     )
     db.session.commit()
     # A new session: nothing from before the login survives in the cookie.
@@ -210,16 +202,7 @@ def logout() -> ResponseReturnValue:
     form = ConfirmForm()
     if not form.validate_on_submit():
         abort(400, description="The logout form has expired. Reload the page and try again.")
-    user = as_user(current_user)
-    token = current_token()
-    if token:
-        record = db.session.scalar(
-            select(LoginSession).where(LoginSession.token_hash == services.token_hash(token))
-        )
-        if record is not None:
-            services.end_session(db.session, record, reason="logout")
-    if user is not None:
-        audit.record(db.session, "auth.logout", actor=user, obj=user)
+    services.log_out(db.session, as_user(current_user), current_token())
     db.session.commit()
     logout_user()
     session.clear()
@@ -280,21 +263,13 @@ def link(slug: str) -> ResponseReturnValue:
 @bp.post("/identities/<int:identity_id>/unlink")
 @login_required
 def unlink(identity_id: int) -> ResponseReturnValue:
-    form = ConfirmForm()
-    if not form.validate_on_submit():
-        abort(400, description="The form has expired. Reload the page and try again.")
-    identity = db.session.get(Identity, identity_id)
-    if identity is None:
-        abort(404)
-    try:
-        services.unlink_identity(db.session, identity, actor=current_user)
-    except ValidationError as e:
-        db.session.rollback()
-        flash(str(e), "danger")
-        return redirect(url_for(".account")), 303
-    db.session.commit()
-    flash("The login was unlinked.", "success")
-    return redirect(url_for(".account"))
+    identity = load(Identity, identity_id)
+    return post_action(
+        ConfirmForm(),
+        lambda: services.unlink_identity(db.session, identity, actor=current_user),
+        back=url_for(".account"),
+        done="The login was unlinked.",
+    )
 
 
 # --- admin: identity providers ------------------------------------------------------------------
@@ -303,7 +278,7 @@ def unlink(identity_id: int) -> ResponseReturnValue:
 @bp.get("/admin/providers")
 @login_required
 def providers() -> ResponseReturnValue:
-    require(can_manage_identity_providers(current_user), "Only administrators manage providers.")
+    check(can_manage_identity_providers, current_user)
     items = db.session.scalars(
         select(IdentityProvider)
         .options(
@@ -335,55 +310,50 @@ def _served_from_form(form: ProviderForm) -> list[tuple[Institution, str | None]
 def _provider_form_page(
     form: ProviderForm, provider: IdentityProvider | None
 ) -> ResponseReturnValue:
-    if form.validate_on_submit():
-        saved = commit_or_flash(
-            lambda: services.save_provider(
-                db.session,
-                provider,
-                actor=current_user,
-                slug=form.slug.data or "",
-                name=form.name.data or "",
-                kind=ProviderKind(form.kind.data),
-                issuer=form.issuer.data or "",
-                client_id=form.client_id.data or "",
-                discovery_url=form.discovery_url.data,
-                scopes=form.scopes.data or "",
-                algorithms=(form.algorithms.data or "").split(),
-                allowed_algorithms=current_app.config["OIDC_ALLOWED_ALGORITHMS"],
-                enabled=bool(form.enabled.data),
-                served=_served_from_form(form),
-            )
+    def save() -> IdentityProvider:
+        saved = services.save_provider(
+            db.session,
+            provider,
+            actor=current_user,
+            slug=form.slug.data or "",
+            name=form.name.data or "",
+            kind=ProviderKind(form.kind.data),
+            issuer=form.issuer.data or "",
+            client_id=form.client_id.data or "",
+            discovery_url=form.discovery_url.data,
+            scopes=form.scopes.data or "",
+            algorithms=(form.algorithms.data or "").split(),
+            allowed_algorithms=current_app.config["OIDC_ALLOWED_ALGORITHMS"],
+            enabled=bool(form.enabled.data),
+            served=_served_from_form(form),
         )
-        if saved is not None:
-            oidc.clear_metadata_cache()
-            flash(f"{saved.name} is saved.", "success")
-            return redirect(url_for(".providers"))
-    secret_name = "PORTAL_OIDC_SECRET_" + (provider.slug if provider else "<SLUG>").upper().replace(
-        "-", "_"
-    )
-    return render_template(
-        "auth/provider_form.html",
-        form=form,
+        oidc.clear_metadata_cache()
+        return saved
+
+    slug = (provider.slug if provider else "<SLUG>").upper().replace("-", "_")
+    return form_page(
+        form,
+        save,
+        template="auth/provider_form.html",
+        done=lambda p: (f"{p.name} is saved.", url_for(".providers")),
         provider=provider,
-        secret_name=secret_name,
+        secret_name=f"PORTAL_OIDC_SECRET_{slug}",
         has_secret=provider is not None and oidc.client_secret(provider) is not None,
-    ), (422 if request.method == "POST" else 200)
+    )
 
 
 @bp.route("/admin/providers/new", methods=["GET", "POST"])
 @login_required
 def provider_new() -> ResponseReturnValue:
-    require(can_manage_identity_providers(current_user), "Only administrators manage providers.")
+    check(can_manage_identity_providers, current_user)
     return _provider_form_page(ProviderForm(), None)
 
 
 @bp.route("/admin/providers/<int:provider_id>/edit", methods=["GET", "POST"])
 @login_required
 def provider_edit(provider_id: int) -> ResponseReturnValue:
-    require(can_manage_identity_providers(current_user), "Only administrators manage providers.")
-    provider = db.session.get(IdentityProvider, provider_id)
-    if provider is None:
-        abort(404)
+    check(can_manage_identity_providers, current_user)
+    provider = load(IdentityProvider, provider_id)
     form = ProviderForm(obj=provider)
     if request.method == "GET":
         form.kind.data = provider.kind.value
@@ -394,68 +364,75 @@ def provider_edit(provider_id: int) -> ResponseReturnValue:
     return _provider_form_page(form, provider)
 
 
-# --- admin: users -------------------------------------------------------------------------------
+# --- admin: users and the audit log -------------------------------------------------------------
+
+USERS = ListSpec(
+    search=(User.display_name, User.email),
+    sorts={"name": (User.display_name, User.id)},
+    placeholder="Name or e-mail",
+)
 
 
 @bp.get("/admin/users")
 @login_required
 def users() -> ResponseReturnValue:
-    require(can_manage_users(current_user), "Only administrators manage users.")
-    q = select(User).options(selectinload(User.identities)).order_by(User.display_name, User.id)
-    term = (request.args.get("q") or "").strip().lower()[:100]
-    if term:
-        like = f"%{term}%"
-        q = q.where(
-            or_(func.lower(User.display_name).like(like), func.lower(User.email).like(like))
-        )
-    return render_template(
-        "auth/users.html",
-        page=paginate(q),
-        q=term,
-        disable_form=DisableUserForm(),
-        form=ConfirmForm(),
+    check(can_manage_users, current_user)
+    listing = list_page(select(User).options(selectinload(User.identities)), USERS)
+    return render_template("auth/users.html", page=listing.page, form=listing.form)
+
+
+def _set_disabled(user_id: int, form: ConfirmForm, disabled: bool) -> ResponseReturnValue:
+    target = load(User, user_id, can_disable_user)
+    reason = getattr(form, "reason", None)
+    return post_action(
+        form,
+        lambda: services.set_user_disabled(
+            db.session,
+            target,
+            actor=current_user,
+            disabled=disabled,
+            reason=reason.data if reason else None,
+        ),
+        back=url_for(".users"),
+        done=lambda u: (
+            f"{u.display_name} is disabled and logged out everywhere."
+            if disabled
+            else f"{u.display_name} can log in again."
+        ),
     )
-
-
-def _target_user(user_id: int) -> User:
-    target = db.session.get(User, user_id)
-    if target is None:
-        abort(404)
-    require(can_disable_user(current_user, target), "Only administrators can disable other users.")
-    return target
 
 
 @bp.post("/admin/users/<int:user_id>/disable")
 @login_required
 def disable_user(user_id: int) -> ResponseReturnValue:
-    target = _target_user(user_id)
-    form = DisableUserForm()
-    if not form.validate_on_submit():
-        flash("Please give a reason for disabling this account.", "danger")
-        return redirect(url_for(".users")), 303
-    if commit_or_flash(
-        lambda: services.set_user_disabled(
-            db.session, target, actor=current_user, disabled=True, reason=form.reason.data
-        )
-    ):
-        flash(f"{target.display_name} is disabled and logged out everywhere.", "success")
-        return redirect(url_for(".users"))
-    return redirect(url_for(".users")), 303  # refused: the flash says why
+    return _set_disabled(user_id, DisableUserForm(), disabled=True)
 
 
 @bp.post("/admin/users/<int:user_id>/enable")
 @login_required
 def enable_user(user_id: int) -> ResponseReturnValue:
-    target = _target_user(user_id)
-    form = ConfirmForm()
-    if not form.validate_on_submit():
-        abort(400, description="The form has expired. Reload the page and try again.")
-    if commit_or_flash(
-        lambda: services.set_user_disabled(db.session, target, actor=current_user, disabled=False)
-    ):
-        flash(f"{target.display_name} can log in again.", "success")
-        return redirect(url_for(".users"))
-    return redirect(url_for(".users")), 303  # refused: the flash says why
+    return _set_disabled(user_id, ConfirmForm(), disabled=False)
+
+
+AUDIT = ListSpec(
+    search=(AuditEvent.action,),
+    sorts={"newest": (AuditEvent.id.desc(),)},
+    placeholder="Action, e.g. institution.",
+)
+
+
+@admin_bp.get("/admin/audit")
+@login_required
+def audit_log() -> ResponseReturnValue:
+    check(can_view_audit_log, current_user)
+    listing = list_page(select(AuditEvent), AUDIT)
+    actor_ids = {e.actor_id for e in listing.page.items if e.actor_id}
+    actors = (
+        {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))}
+        if actor_ids
+        else {}
+    )
+    return render_template("auth/audit.html", page=listing.page, form=listing.form, actors=actors)
 
 
 def init_app(app: Any) -> None:

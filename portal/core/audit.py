@@ -22,8 +22,6 @@ from portal.core.models import AnySession, Base, utcnow
 if TYPE_CHECKING:
     from sqlalchemy import Select
 
-    from portal.auth.models import User
-
 
 @dataclass(frozen=True)
 class Origin:
@@ -111,11 +109,12 @@ def record(
     session: AnySession,
     action: str,
     *,
-    actor: User | None,
+    actor: Any,
     obj: Any = None,
     **details: Any,
 ) -> AuditEvent:
-    """Append an audit event for ``action`` by ``actor`` on ``obj`` (any model with an ``id``)."""
+    """Append an audit event for ``action`` by ``actor`` (a user, or None for the system or an
+    anonymous visitor) on ``obj`` (any model with an ``id``)."""
     where = _origin.get()
     ev = AuditEvent(
         action=action,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Self, TypeAlias, TypeVar
 
-from sqlalchemy import DateTime, Dialect, Enum, MetaData, func
+from sqlalchemy import DateTime, Dialect, Enum, Index, MetaData, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, registry, scoped_session
 from sqlalchemy.types import TypeDecorator
 
@@ -85,4 +85,45 @@ class TimestampMixin:
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class Tone(enum.StrEnum):
+    """How a state is drawn: the badge colour of every state of every domain comes from its tone."""
+
+    NEUTRAL = "neutral"
+    INFO = "info"
+    PENDING = "pending"
+    SUCCESS = "success"
+    WARNING = "warning"
+    DANGER = "danger"
+
+
+class LabelledEnum(enum.StrEnum):
+    """A string enum whose members carry a label and a tone: ``ACTIVE = "active", "Active", Tone.SUCCESS``.
+
+    Without a label the value is used, capitalised, with spaces for underscores.
+    """
+
+    _value_: str
+    label: str
+    tone: Tone
+
+    def __new__(cls, value: str, label: str | None = None, tone: Tone = Tone.NEUTRAL) -> Self:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.label = label or value.replace("_", " ").capitalize()
+        member.tone = tone
+        return member
+
+
+def partial_unique_index(name: str, *columns: str, where: str) -> Index:
+    """A unique index over ``columns`` for the rows matching ``where`` (SQL over this table's
+    columns), on SQLite and PostgreSQL alike: e.g. one open request per person and institution."""
+    return Index(
+        name,
+        *columns,
+        unique=True,
+        sqlite_where=text(where),
+        postgresql_where=text(where),
     )

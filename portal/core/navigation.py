@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import request
 
-from portal.core.permissions import as_user
+from portal.core.roles import is_logged_in
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Entry:
 
 def items_for(user: Any) -> list[Entry]:
     """The entries this user may see, in order; grouped entries become one drop-down."""
-    if as_user(user) is None:
+    if not is_logged_in(user):
         return []
     out: list[Entry] = []
     groups: dict[str, list[Entry]] = {}
@@ -66,3 +66,52 @@ def items_for(user: Any) -> list[Entry]:
         else e
         for e in out
     ]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A card on the dashboard, drawn by ``template`` with what ``context(user)`` returns; a
+    context of None hides the card for that user (nothing to show, or not their business)."""
+
+    key: str
+    template: str
+    context: Callable[[Any], dict[str, Any] | None]
+    order: int = 100
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A figure on the public start page (``Partner institutions: 42``)."""
+
+    label: str
+    value: Callable[[], object]
+    order: int = 100
+
+
+_PANELS: dict[str, Panel] = {}
+_STATS: dict[str, Stat] = {}
+
+
+def register_panel(panel: Panel) -> None:
+    """Add a dashboard card (registering the same key again replaces it)."""
+    _PANELS[panel.key] = panel
+
+
+def register_stat(stat: Stat) -> None:
+    """Add a figure to the start page (registering the same label again replaces it)."""
+    _STATS[stat.label] = stat
+
+
+def panels_for(user: Any) -> list[tuple[Panel, dict[str, Any]]]:
+    """The dashboard cards this user sees, in order, each with its template context."""
+    out = []
+    for panel in sorted(_PANELS.values(), key=lambda p: (p.order, p.key)):
+        ctx = panel.context(user)
+        if ctx is not None:
+            out.append((panel, ctx))
+    return out
+
+
+def stats() -> list[tuple[str, object]]:
+    """The start page's figures, in order."""
+    return [(s.label, s.value()) for s in sorted(_STATS.values(), key=lambda s: s.order)]

@@ -6,17 +6,19 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, flash, redirect, render_template, request, url_for
+from flask import Flask, Response, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_login import login_required as _login_required
+from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from portal.core import audit
+from portal.core import audit, navigation
 from portal.core.database import set_read_only
 from portal.core.errors import DomainError
-from portal.core.permissions import as_user
+from portal.core.permissions import Rule, check, permission_helpers
+from portal.core.roles import is_logged_in
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +84,45 @@ def init_app(app: Flask) -> None:
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    @app.context_processor
+    def _template_globals() -> dict[str, Any]:
+        return {
+            "site_name": app.config["SITE_NAME"],
+            "demo_mode": app.config["DEMO_MODE"],
+            "nav_items": lambda: navigation.items_for(current_user),
+            "url_endpoints": app.view_functions,
+            **app.extensions.get(HELPERS_KEY, {}),
+        }
+
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(DomainError, _domain_error)
     app.register_error_handler(Exception, _unexpected_error)
 
 
+HELPERS_KEY = "portal.template_helpers"
+
+
+def register_template_helpers(app: Flask, *modules: Any) -> None:
+    """Offer the permission rules (``can_*``, ``is_*``) of ``modules`` to every template; a name
+    taken by another function already is refused, never silently replaced."""
+    helpers: dict[str, Any] = app.extensions.setdefault(HELPERS_KEY, {})
+    for name, fn in permission_helpers(*modules).items():
+        if helpers.get(name, fn) is not fn:
+            raise RuntimeError(f"two template helpers are called {name!r}")
+        helpers[name] = fn
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
-def commit_or_flash(change: Callable[[], T]) -> T | None:
-    """Run one service call for this request and commit it; return what the service returned.
+def commit_or_flash(change: Callable[[], T]) -> tuple[bool, T | None]:
+    """Run one service call for this request and commit it: ``(True, what it returned)``.
 
-    When a business rule refuses (a DomainError), roll back, flash the reason and return None, so
-    the view shows its form or page again. A refused permission is not flashed: it propagates and
-    becomes an audited 403.
+    When a business rule refuses (a DomainError), roll back, flash the reason and return
+    ``(False, None)``, so the view shows its form or page again. A refused permission is not
+    flashed: it propagates and becomes an audited 403.
     """
     from portal.extensions import db
 
@@ -108,9 +133,77 @@ def commit_or_flash(change: Callable[[], T]) -> T | None:
         if e.status_code == 403:
             raise
         flash(str(e), "danger")
-        return None
+        return False, None
     db.session.commit()
-    return result
+    return True, result
+
+
+M = TypeVar("M")
+
+#: Largest id any ``<int:…>`` route looks up (PostgreSQL's integer; SQLite's is larger).
+MAX_ID = 2**31 - 1
+
+
+def load(model: type[M], ident: int, rule: Rule[Any] | None = None, *options: Any) -> M:
+    """The ``model`` row ``ident`` (404 when there is none), which ``rule`` lets the current user
+    see (an audited 403 otherwise). ``options``: loader options such as ``selectinload(…)``."""
+    from sqlalchemy import select
+
+    from portal.extensions import db
+
+    obj = None
+    if 0 < ident <= MAX_ID:
+        key: Any = getattr(model, "id")  # noqa: B009 - every model has an integer id
+        obj = db.session.scalar(select(model).where(key == ident).options(*options))
+    if obj is None:
+        abort(404)
+    if rule is not None:
+        check(rule, current_user, obj)
+    return obj
+
+
+def form_page(
+    form: FlaskForm,
+    change: Callable[[], T],
+    *,
+    template: str,
+    done: Callable[[T], tuple[str, str]],
+    **context: Any,
+) -> ResponseReturnValue:
+    """The whole of a form view: on a valid POST run ``change`` (one service call) and commit, then
+    flash and redirect as ``done(result)`` says (message, url); otherwise show ``template`` with
+    the form — 200 for GET, 422 for a POST that a field or a business rule refused."""
+    if form.validate_on_submit():
+        ok, result = commit_or_flash(change)
+        if ok:
+            message, url = done(cast(T, result))
+            flash(message, "success")
+            return redirect(url)
+    return render_template(template, form=form, **context), (
+        422 if request.method == "POST" else 200
+    )
+
+
+def post_action(
+    form: FlaskForm,
+    change: Callable[[], T],
+    *,
+    back: str,
+    done: Callable[[T], str] | str,
+) -> ResponseReturnValue:
+    """A button's POST: check the form (400 when its CSRF token or fields are missing), run
+    ``change`` and commit, flash ``done`` and go ``back``; when a rule refuses, go back (303)
+    with the reason flashed. Nothing changes unless everything passed."""
+    if not form.validate_on_submit():
+        abort(
+            400,
+            description="The form was incomplete or has expired. Reload the page and try again.",
+        )
+    ok, result = commit_or_flash(change)
+    if not ok:
+        return redirect(back), 303
+    flash(done(cast(T, result)) if callable(done) else done, "success")
+    return redirect(back)
 
 
 def login_required(view: F) -> F:
@@ -140,7 +233,7 @@ def _audit_refusal(message: str) -> None:
     audit.record(
         db.session,
         "permission.denied",
-        actor=as_user(current_user),
+        actor=current_user if is_logged_in(current_user) else None,
         method=request.method,
         path=request.path,
         endpoint=request.endpoint,

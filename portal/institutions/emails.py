@@ -10,9 +10,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from portal.auth.models import Role, RoleGrant, User
 from portal.core.models import AnySession
+from portal.core.workflow import Step
 from portal.institutions.models import Affiliation, AffiliationState
+from portal.institutions.permissions import deciders_of_affiliation
 from portal.notifications.kinds import EmailKind, register_kind
 from portal.notifications.reminders import Period, ReminderRule, register_rule
 from portal.notifications.rendering import external_url
@@ -45,20 +46,6 @@ AFFILIATION_PENDING = register_kind(
 PENDING_REMINDER_AFTER = dt.timedelta(days=3)
 
 
-def signing_officials(session: AnySession, institution_id: int) -> Sequence[User]:
-    """The active users who hold the signing-official role at the institution."""
-    return session.scalars(
-        select(User)
-        .join(RoleGrant, RoleGrant.user_id == User.id)
-        .where(
-            RoleGrant.role == Role.SIGNING_OFFICIAL,
-            RoleGrant.institution_id == institution_id,
-            User.is_disabled.is_(False),
-        )
-        .order_by(User.id)
-    ).all()
-
-
 def _request_context(affiliation: Affiliation) -> dict[str, Any]:
     return {
         "affiliation_id": affiliation.id,
@@ -71,29 +58,20 @@ def _request_context(affiliation: Affiliation) -> dict[str, Any]:
     }
 
 
-def program_officers(session: AnySession) -> Sequence[User]:
-    return session.scalars(
-        select(User)
-        .join(RoleGrant, RoleGrant.user_id == User.id)
-        .where(RoleGrant.role == Role.PROGRAM_OFFICER, User.is_disabled.is_(False))
-        .order_by(User.id)
-    ).all()
-
-
 def affiliation_requested(session: AnySession, affiliation: Affiliation) -> None:
-    """Tell every signing official of the institution that a person asks to join it. An institution
-    without a signing official yet cannot decide, so then the program officers are told instead."""
-    officials = signing_officials(session, affiliation.institution_id) or program_officers(session)
+    """Ask everyone who may decide the request (``deciders_of_affiliation``): the institution's
+    signing officials, or program officers where it has none."""
     enqueue_email(
-        session, AFFILIATION_REQUESTED.key, to=officials, context=_request_context(affiliation)
+        session,
+        AFFILIATION_REQUESTED.key,
+        to=session.scalars(deciders_of_affiliation(affiliation)).all(),
+        context=_request_context(affiliation),
     )
 
 
-def affiliation_decided(session: AnySession, affiliation: Affiliation) -> None:
+def affiliation_decided(session: AnySession, step: Step[Affiliation, Any]) -> None:
     """Tell the person whether their affiliation was approved or rejected, with the official's note."""
-    if affiliation.state not in (AffiliationState.ACTIVE, AffiliationState.REJECTED):
-        raise ValueError(f"affiliation {affiliation.id} is {affiliation.state}, not decided")
-    approved = affiliation.state == AffiliationState.ACTIVE
+    affiliation = step.obj
     enqueue_email(
         session,
         AFFILIATION_DECIDED.key,
@@ -101,9 +79,9 @@ def affiliation_decided(session: AnySession, affiliation: Affiliation) -> None:
         context={
             "name": affiliation.user.display_name,
             "institution_name": affiliation.institution.name,
-            "approved": approved,
+            "approved": affiliation.state == AffiliationState.ACTIVE,
             "note": affiliation.decision_note,
-            "decided_by": affiliation.decided_by.display_name if affiliation.decided_by else None,
+            "decided_by": step.actor.display_name,
             "dashboard_url": external_url("core.dashboard"),
         },
     )
@@ -122,9 +100,12 @@ def _pending_requests(session: AnySession, now: dt.datetime) -> Sequence[Affilia
 
 
 def remind_pending_request(session: AnySession, affiliation: Affiliation) -> None:
-    officials = signing_officials(session, affiliation.institution_id)
+    """Remind whoever may decide the request that it waits."""
     enqueue_email(
-        session, AFFILIATION_PENDING.key, to=officials, context=_request_context(affiliation)
+        session,
+        AFFILIATION_PENDING.key,
+        to=session.scalars(deciders_of_affiliation(affiliation)).all(),
+        context=_request_context(affiliation),
     )
 
 

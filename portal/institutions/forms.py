@@ -1,15 +1,13 @@
-"""Forms for registering and editing institutions and for moving them through their lifecycle."""
+"""Forms for registering and editing institutions, and for asking to join one and deciding."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, SelectField, StringField, TextAreaField
+from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import URL, DataRequired, Length, Optional, Regexp
-
-from portal.institutions.models import InstitutionState
 
 
 class InstitutionForm(FlaskForm):
@@ -37,6 +35,11 @@ class InstitutionForm(FlaskForm):
         description="One per line or separated by commas, e.g. mit.edu. Sub-domains are included.",
     )
 
+    def __init__(self, *args: Any, domains: list[str] | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        if domains is not None and not self.is_submitted():
+            self.email_domains.data = "\n".join(domains)
+
     def details(self) -> dict[str, Any]:
         """The fields as keyword arguments of ``register_institution`` / ``update_institution``."""
         raw = (self.email_domains.data or "").replace(",", "\n").splitlines()
@@ -48,24 +51,6 @@ class InstitutionForm(FlaskForm):
             "website": self.website.data,
             "domains": [d for d in raw if d.strip()],
         }
-
-
-class TransitionForm(FlaskForm):
-    action = HiddenField(validators=[DataRequired()])
-    reason = TextAreaField("Reason", validators=[Optional(), Length(max=1000)])
-
-
-class InstitutionFilterForm(FlaskForm):
-    class Meta:
-        csrf = False  # a GET search form changes nothing
-
-    q = StringField("Search", validators=[Optional(), Length(max=100)])
-    state = SelectField(
-        "Status",
-        choices=[SelectChoice("", "Any status")]
-        + [SelectChoice(s.value, s.label) for s in InstitutionState],
-        validators=[Optional()],
-    )
 
 
 class AffiliationRequestForm(FlaskForm):
@@ -90,7 +75,3 @@ class AffiliationDecisionForm(FlaskForm):
         validators=[DataRequired()],
     )
     note = TextAreaField("Note (required to reject)", validators=[Optional(), Length(max=1000)])
-
-
-class AffiliationWithdrawForm(FlaskForm):
-    """Only the CSRF token."""

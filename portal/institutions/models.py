@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.auth.models import User
-from portal.core.models import Base, TimestampMixin, enum_type, utcnow
+from portal.core.models import (
+    Base,
+    LabelledEnum,
+    TimestampMixin,
+    Tone,
+    enum_type,
+    partial_unique_index,
+    utcnow,
+)
 
 
-class InstitutionState(enum.StrEnum):
-    APPLIED = "applied"
-    UNDER_REVIEW = "under_review"
-    PARTNER = "partner"
-    SUSPENDED = "suspended"
-    WITHDRAWN = "withdrawn"
-
-    @property
-    def label(self) -> str:
-        return self.value.replace("_", " ").capitalize()
+class InstitutionState(LabelledEnum):
+    APPLIED = "applied", None, Tone.INFO
+    UNDER_REVIEW = "under_review", None, Tone.PENDING
+    PARTNER = "partner", None, Tone.SUCCESS
+    SUSPENDED = "suspended", None, Tone.WARNING
+    WITHDRAWN = "withdrawn", None, Tone.NEUTRAL
 
 
 class Institution(TimestampMixin, Base):
@@ -75,24 +78,20 @@ class InstitutionDomain(Base):
     institution: Mapped[Institution] = relationship(back_populates="domains")
 
 
-class AffiliationState(enum.StrEnum):
-    REQUESTED = "requested"
-    ACTIVE = "active"
-    REJECTED = "rejected"
-    ENDED = "ended"
-
-    @property
-    def label(self) -> str:
-        return self.value.capitalize()
+class AffiliationState(LabelledEnum):
+    REQUESTED = "requested", None, Tone.INFO
+    ACTIVE = "active", None, Tone.SUCCESS
+    REJECTED = "rejected", None, Tone.NEUTRAL
+    ENDED = "ended", None, Tone.NEUTRAL
 
 
-class AffiliationSource(enum.StrEnum):
+class AffiliationSource(LabelledEnum):
     #: Asserted by the institution's identity provider in verified claims.
-    IDP_CLAIM = "idp_claim"
+    IDP_CLAIM = "idp_claim", "confirmed by your identity provider"
     #: Requested by the user and approved by the institution's signing official.
-    OFFICIAL_APPROVAL = "official_approval"
+    OFFICIAL_APPROVAL = "official_approval", "decided by the signing official"
     #: Set by lab staff (demo data, migrations from other systems).
-    STAFF = "staff"
+    STAFF = "staff", "recorded by lab staff"
 
 
 class Affiliation(TimestampMixin, Base):
@@ -105,13 +104,11 @@ class Affiliation(TimestampMixin, Base):
         ),
         UniqueConstraint("user_id", "institution_id", "requested_at"),
         # At most one open (requested or active) affiliation per person and institution.
-        Index(
+        partial_unique_index(
             "uq_affiliations_open",
             "user_id",
             "institution_id",
-            unique=True,
-            sqlite_where=text("state IN ('requested', 'active')"),
-            postgresql_where=text("state IN ('requested', 'active')"),
+            where="state IN ('requested', 'active')",
         ),
     )
 

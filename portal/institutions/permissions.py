@@ -1,22 +1,27 @@
-"""Who may see and change institutions and affiliations."""
+"""Who may see and change institutions and affiliations.
+
+Each ``can_*`` rule states who in its docstring; ``visible_*`` and ``decidable_affiliations`` are the
+same rules as list filters, and ``deciders_of_affiliation`` picks whom a request is mailed to.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, false, or_, select
+from sqlalchemy import Select, and_, exists, false, literal, or_, select
+from sqlalchemy.orm import object_session
+from sqlalchemy.sql.elements import ColumnElement
 
-from portal.auth.models import Role, RoleGrant
-from portal.core.permissions import as_user, is_staff
+from portal.auth.models import Role, RoleGrant, User
+from portal.auth.permissions import as_user, is_staff
+from portal.core.permissions import rule
 from portal.institutions.models import Affiliation, AffiliationState, Institution, InstitutionState
 
-#: Actions only lab staff take; the rest (withdraw) the institution's signing official may take too.
-STAFF_ACTIONS = frozenset({"start_review", "approve", "suspend", "reinstate"})
+_OPEN = (AffiliationState.REQUESTED, AffiliationState.ACTIVE)
 
 
 def visible_institutions(user: Any) -> Select[Institution]:
-    """Institutions the user may see: partners to everyone logged in; all to staff; others to
-    the people who hold a role at them or are affiliated with them."""
+    """``can_view_institution`` as a list filter."""
     q = select(Institution)
     u = as_user(user)
     if u is None:
@@ -27,8 +32,7 @@ def visible_institutions(user: Any) -> Select[Institution]:
         RoleGrant.user_id == u.id, RoleGrant.institution_id.is_not(None)
     )
     own_affiliations = select(Affiliation.institution_id).where(
-        Affiliation.user_id == u.id,
-        Affiliation.state.in_([AffiliationState.REQUESTED, AffiliationState.ACTIVE]),
+        Affiliation.user_id == u.id, Affiliation.state.in_(_OPEN)
     )
     return q.where(
         or_(
@@ -39,77 +43,150 @@ def visible_institutions(user: Any) -> Select[Institution]:
     )
 
 
+@rule("You cannot see this institution.")
 def can_view_institution(user: Any, institution: Institution) -> bool:
+    """Partners to everyone logged in; every institution to staff; others to the people who hold
+    a role there or have an open affiliation with it."""
     u = as_user(user)
     if u is None:
         return False
     if is_staff(u) or institution.state == InstitutionState.PARTNER:
         return True
     return institution.id in {g.institution_id for g in u.role_grants} or any(
-        a.institution_id == institution.id
-        and a.state in (AffiliationState.REQUESTED, AffiliationState.ACTIVE)
-        for a in u.affiliations
+        a.institution_id == institution.id and a.state in _OPEN for a in u.affiliations
     )
 
 
-def can_transition_institution(user: Any, institution: Institution, action: str) -> bool:
-    if is_staff(user):
-        return True
-    u = as_user(user)
-    return (
-        u is not None
-        and action not in STAFF_ACTIONS
-        and u.has_role(Role.SIGNING_OFFICIAL, institution)
-    )
-
-
+@rule("Only program staff can register institutions.")
 def can_register_institution(user: Any) -> bool:
+    """Program staff."""
     return is_staff(user)
 
 
+@rule("You cannot edit this institution.")
 def can_edit_institution(user: Any, institution: Institution) -> bool:
+    """Program staff, and the institution's own signing officials."""
     u = as_user(user)
     return is_staff(u) or (u is not None and u.has_role(Role.SIGNING_OFFICIAL, institution))
 
 
+@rule("You cannot see this institution's history.")
 def can_view_institution_history(user: Any, institution: Institution) -> bool:
+    """Whoever may edit the institution."""
     return can_edit_institution(user, institution)
 
 
-#: Institutions people may ask to join (a signing official is there to decide).
+@rule("Only program staff review applications and approve partners.")
+def can_review_institution(user: Any, institution: Institution) -> bool:
+    """Program staff start the review of an application and approve partners."""
+    return is_staff(user)
+
+
+@rule("Only program staff suspend and reinstate partners.")
+def can_suspend_institution(user: Any, institution: Institution) -> bool:
+    """Program staff suspend a partner and reinstate it."""
+    return is_staff(user)
+
+
+@rule("Only program staff or the institution's signing official can withdraw it.")
+def can_withdraw_institution(user: Any, institution: Institution) -> bool:
+    """Program staff, and the institution's own signing officials (it leaves the program)."""
+    u = as_user(user)
+    return is_staff(u) or (u is not None and u.has_role(Role.SIGNING_OFFICIAL, institution))
+
+
+#: Institutions people may ask to join.
 REQUESTABLE_STATES = frozenset(
     {InstitutionState.APPLIED, InstitutionState.UNDER_REVIEW, InstitutionState.PARTNER}
 )
 
 
+@rule("This institution does not take requests to join.")
 def can_request_affiliation(user: Any, institution: Institution) -> bool:
-    u = as_user(user)
-    return u is not None and institution.state in REQUESTABLE_STATES
+    """Anyone logged in may ask to join an institution that takes requests."""
+    return as_user(user) is not None and institution.state in REQUESTABLE_STATES
 
 
-def can_decide_affiliation(user: Any, affiliation: Affiliation) -> bool:
-    """The institution's signing officials decide requests to join it (never their own)."""
-    u = as_user(user)
+def _officials_at(institution_id: Any, besides: Any) -> Select[int]:
+    """Active signing officials of an institution, other than ``besides`` (the requester)."""
     return (
-        u is not None
-        and affiliation.user_id != u.id
-        and affiliation.institution_id in u.institution_ids_for(Role.SIGNING_OFFICIAL)
+        select(RoleGrant.user_id)
+        .join(User, User.id == RoleGrant.user_id)
+        .where(
+            RoleGrant.role == Role.SIGNING_OFFICIAL,
+            RoleGrant.institution_id == institution_id,
+            RoleGrant.user_id != besides,
+            User.is_disabled.is_(False),
+        )
     )
 
 
-def can_withdraw_affiliation_request(user: Any, affiliation: Affiliation) -> bool:
+def _decider(user_id: Any, affiliation_institution: Any, requester: Any) -> ColumnElement[bool]:
+    """SQL for ``can_decide_affiliation``: the institution's officials; program officers when it
+    has none."""
+    officers = select(RoleGrant.user_id).where(RoleGrant.role == Role.PROGRAM_OFFICER)
+    return and_(
+        user_id != requester,
+        or_(
+            user_id.in_(_officials_at(affiliation_institution, requester)),
+            and_(
+                user_id.in_(officers),
+                ~exists(_officials_at(affiliation_institution, requester)),
+            ),
+        ),
+    )
+
+
+@rule("Only the institution's signing official decides on requests to join it.")
+def can_decide_affiliation(user: Any, affiliation: Affiliation) -> bool:
+    """The institution's signing officials decide requests to join it (never their own); where it
+    has no signing official, program officers do."""
     u = as_user(user)
-    return u is not None and affiliation.user_id == u.id
+    if u is None or affiliation.user_id == u.id:
+        return False
+    if affiliation.institution_id in u.institution_ids_for(Role.SIGNING_OFFICIAL):
+        return True
+    session = object_session(affiliation)
+    return (
+        u.has_role(Role.PROGRAM_OFFICER)
+        and session is not None
+        and not session.scalar(
+            select(exists(_officials_at(affiliation.institution_id, affiliation.user_id)))
+        )
+    )
 
 
 def decidable_affiliations(user: Any) -> Select[Affiliation]:
-    """Affiliations the user decides on: those at institutions where they are signing official
-    (the same rule as ``can_decide_affiliation``, as a list filter)."""
+    """``can_decide_affiliation`` as a list filter."""
     q = select(Affiliation)
     u = as_user(user)
     if u is None:
         return q.where(false())
-    official_of = u.institution_ids_for(Role.SIGNING_OFFICIAL)
-    if not official_of:
-        return q.where(false())
-    return q.where(Affiliation.institution_id.in_(official_of), Affiliation.user_id != u.id)
+    return q.where(_decider(literal(u.id), Affiliation.institution_id, Affiliation.user_id))
+
+
+def deciders_of_affiliation(affiliation: Affiliation) -> Select[User]:
+    """The people ``can_decide_affiliation`` lets decide ``affiliation``: whom its mail asks."""
+    return (
+        select(User)
+        .where(
+            User.is_disabled.is_(False),
+            _decider(User.id, affiliation.institution_id, affiliation.user_id),
+        )
+        .order_by(User.id)
+    )
+
+
+@rule("This is not your request.")
+def can_withdraw_affiliation_request(user: Any, affiliation: Affiliation) -> bool:
+    """The person who asked to join takes their own request back."""
+    u = as_user(user)
+    return u is not None and affiliation.user_id == u.id
+
+
+@rule("Only the person themselves is vouched for by their identity provider.")
+def can_confirm_affiliation_by_idp(user: Any, affiliation: Affiliation) -> bool:
+    """The person's own login: their identity provider's verified claims (checked in
+    ``portal.auth.claims``) settle their own open request."""
+    u = as_user(user)
+    return u is not None and affiliation.user_id == u.id

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import func, select
 
-from portal.auth.models import Role, RoleGrant, User
+from portal.auth.models import User
 from portal.core import audit
 from portal.core.errors import ConflictError, ValidationError
 from portal.core.models import AnySession, utcnow
-from portal.core.permissions import require
-from portal.core.workflow import check_transition
+from portal.core.permissions import check
 from portal.institutions import emails
 from portal.institutions.models import (
     Affiliation,
@@ -22,14 +22,15 @@ from portal.institutions.models import (
     InstitutionDomain,
 )
 from portal.institutions.permissions import (
-    can_decide_affiliation,
     can_edit_institution,
     can_register_institution,
     can_request_affiliation,
-    can_transition_institution,
-    can_withdraw_affiliation_request,
 )
-from portal.institutions.workflow import AFFILIATION_TRANSITIONS, TRANSITIONS
+from portal.institutions.workflow import (
+    AFFILIATION_WORKFLOW,
+    INSTITUTION_WORKFLOW,
+    grant_researcher_role,
+)
 
 _DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -111,7 +112,7 @@ def register_institution(
     domains: Iterable[str] = (),
 ) -> Institution:
     """Record an institution that applies to become a partner; it starts in the ``applied`` state."""
-    require(can_register_institution(actor), "Only program staff can register institutions.")
+    check(can_register_institution, actor)
     inst = Institution(
         name=name.strip(),
         short_name=(short_name or "").strip() or None,
@@ -140,7 +141,7 @@ def update_institution(
     domains: Iterable[str],
 ) -> Institution:
     """Change an institution's details. A partner keeps its ROR id (the CHECK constraint says so too)."""
-    require(can_edit_institution(actor, institution), "You cannot edit this institution.")
+    check(can_edit_institution, actor, institution)
     new_ror = normalise_ror(ror_id)
     if institution.is_partner and new_ror is None:
         raise ValidationError("A partner institution must keep a ROR id.")
@@ -169,32 +170,9 @@ def transition(
     actor: User,
     reason: str | None = None,
 ) -> Institution:
-    """Move an institution through its lifecycle. Approving needs a ROR id; suspending and
-    withdrawing need a reason, which is kept in the audit log."""
-    require(
-        can_transition_institution(actor, institution, action),
-        "You may not change this institution's status.",
-    )
-    tr = check_transition(TRANSITIONS, action, institution.state)
-    reason = (reason or "").strip() or None
-    if tr.needs_reason and not reason:
-        raise ValidationError(f"{tr.label}: please give a reason.")
-    if tr.to.value == "partner" and not institution.ror_id:
-        raise ValidationError("Add the institution's ROR id before approving it as a partner.")
-    before = institution.state
-    institution.state = tr.to
-    institution.state_changed_at = utcnow()
-    session.flush()
-    audit.record(
-        session,
-        f"institution.{action}",
-        actor=actor,
-        obj=institution,
-        frm=before.value,
-        to=tr.to.value,
-        reason=reason,
-    )
-    return institution
+    """Move an institution through its lifecycle (``INSTITUTION_WORKFLOW``). Approving needs a ROR
+    id; suspending and withdrawing need a reason, which is kept in the audit log."""
+    return INSTITUTION_WORKFLOW.run(session, institution, action, actor=actor, reason=reason)
 
 
 def find_by_email_domain(session: AnySession, email: str) -> Institution | None:
@@ -230,20 +208,6 @@ def _open_affiliation(
     )
 
 
-def _grant_researcher(session: AnySession, user: User, institution: Institution) -> None:
-    exists = session.scalar(
-        select(RoleGrant.id).where(
-            RoleGrant.user_id == user.id,
-            RoleGrant.role == Role.RESEARCHER,
-            RoleGrant.institution_id == institution.id,
-        )
-    )
-    if exists is None:
-        session.add(RoleGrant(user_id=user.id, role=Role.RESEARCHER, institution_id=institution.id))
-        session.flush()
-        session.expire(user, ["role_grants"])
-
-
 def affiliate_from_idp(
     session: AnySession,
     user: User,
@@ -258,28 +222,31 @@ def affiliate_from_idp(
     the person is a researcher there. Only partner institutions; an active affiliation stays as is."""
     if not institution.is_partner:
         return None
+    evidence: dict[str, Any] = {"institution_id": institution.id, "basis": basis, "value": value}
     aff = _open_affiliation(session, user, institution)
     if aff is not None and aff.state == AffiliationState.ACTIVE:
         return aff
-    if aff is None:
-        aff = Affiliation(user_id=user.id, institution_id=institution.id, title=title)
-        session.add(aff)
-    aff.state = AffiliationState.ACTIVE
-    aff.source = AffiliationSource.IDP_CLAIM
-    aff.title = aff.title or title
-    aff.decided_at = utcnow()
-    session.flush()
-    _grant_researcher(session, user, institution)
-    session.expire(user, ["affiliations"])
-    audit.record(
-        session,
-        "affiliation.idp_claim",
-        actor=user,
-        obj=aff,
+    if aff is not None:
+        return AFFILIATION_WORKFLOW.run(
+            session,
+            aff,
+            "confirm_by_idp",
+            actor=user,
+            values={"source": AffiliationSource.IDP_CLAIM, "title": aff.title or title},
+            **evidence,
+        )
+    aff = Affiliation(
+        user_id=user.id,
         institution_id=institution.id,
-        basis=basis,
-        value=value,
+        title=title,
+        state=AffiliationState.ACTIVE,
+        source=AffiliationSource.IDP_CLAIM,
+        decided_at=utcnow(),
     )
+    session.add(aff)
+    session.flush()
+    grant_researcher_role(session, aff)
+    audit.record(session, "affiliation.idp_claim", actor=user, obj=aff, **evidence)
     return aff
 
 
@@ -287,10 +254,7 @@ def request_affiliation(
     session: AnySession, institution: Institution, *, actor: User, title: str | None = None
 ) -> Affiliation:
     """Ask to join ``institution``; its signing official approves or rejects the request."""
-    require(
-        can_request_affiliation(actor, institution),
-        "This institution does not take requests to join.",
-    )
+    check(can_request_affiliation, actor, institution)
     existing = _open_affiliation(session, actor, institution)
     if existing is not None:
         raise ConflictError(
@@ -314,57 +278,32 @@ def request_affiliation(
     return aff
 
 
-def _move_affiliation(
-    affiliation: Affiliation, action: str, *, actor: User, note: str | None = None
-) -> None:
-    """Apply one step of AFFILIATION_TRANSITIONS: from-state, reason, new state, who and when."""
-    tr = check_transition(AFFILIATION_TRANSITIONS, action, affiliation.state)
-    if tr.needs_reason and not note:
-        raise ValidationError(f"{tr.label}: please give a reason.")
-    affiliation.state = tr.to
-    affiliation.decided_at = utcnow()
-    affiliation.decided_by_id = actor.id
-    affiliation.decision_note = note
-
-
 def decide_affiliation(
     session: AnySession,
     affiliation: Affiliation,
+    action: str,
     *,
     actor: User,
-    approve: bool,
-    note: str | None = None,
+    reason: str | None = None,
 ) -> Affiliation:
-    """The institution's signing official approves (the person becomes a researcher there) or
-    rejects a request to join. Only open requests can be decided; a rejection needs a reason."""
-    require(
-        can_decide_affiliation(actor, affiliation),
-        "Only the institution's signing official decides on requests to join it.",
-    )
-    note = (note or "").strip()[:1000] or None
-    _move_affiliation(affiliation, "approve" if approve else "reject", actor=actor, note=note)
-    session.flush()
-    if approve:
-        _grant_researcher(session, affiliation.user, affiliation.institution)
-    audit.record(
+    """The institution's signing official approves (``approve``: the person becomes a researcher
+    there) or rejects (``reject``, with a reason) a request to join. Only open requests can be
+    decided, and only once: of two officials deciding at the same moment, one wins."""
+    if action not in ("approve", "reject"):
+        raise ValidationError("Choose to approve or to reject the request.")
+    return AFFILIATION_WORKFLOW.run(
         session,
-        "affiliation.approve" if approve else "affiliation.reject",
+        affiliation,
+        action,
         actor=actor,
-        obj=affiliation,
+        reason=reason,
         user_id=affiliation.user_id,
         institution_id=affiliation.institution_id,
-        note=note,
     )
-    emails.affiliation_decided(session, affiliation)
-    return affiliation
 
 
 def withdraw_affiliation_request(
     session: AnySession, affiliation: Affiliation, *, actor: User
 ) -> Affiliation:
     """The person who asked to join takes the request back (it ends, undecided by anyone else)."""
-    require(can_withdraw_affiliation_request(actor, affiliation), "This is not your request.")
-    _move_affiliation(affiliation, "withdraw", actor=actor)
-    session.flush()
-    audit.record(session, "affiliation.withdraw", actor=actor, obj=affiliation)
-    return affiliation
+    return AFFILIATION_WORKFLOW.run(session, affiliation, "withdraw", actor=actor)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from portal.core import audit
-from portal.core.pagination import paginate
-from portal.core.permissions import require
-from portal.core.web import commit_or_flash, login_required
+from portal.core.forms import ActionForm
+from portal.core.listing import ListSpec, list_page
+from portal.core.permissions import check
+from portal.core.web import form_page, load, login_required, post_action
 from portal.extensions import db
 from portal.institutions import services
-from portal.institutions.forms import InstitutionFilterForm, InstitutionForm, TransitionForm
+from portal.institutions.forms import InstitutionForm
 from portal.institutions.models import (
     Affiliation,
     AffiliationState,
@@ -29,54 +30,45 @@ from portal.institutions.permissions import (
     can_view_institution_history,
     visible_institutions,
 )
-from portal.institutions.workflow import TRANSITIONS
+from portal.institutions.workflow import INSTITUTION_WORKFLOW
 
 bp = Blueprint("institutions", __name__, url_prefix="/institutions")
 
-
-def _get_visible(institution_id: int) -> Institution:
-    inst = db.session.get(Institution, institution_id)
-    if inst is None:
-        abort(404)
-    require(can_view_institution(current_user, inst), "You cannot see this institution.")
-    return inst
+DIRECTORY = ListSpec(
+    search=(
+        Institution.name,
+        Institution.short_name,
+        lambda pattern: Institution.id.in_(
+            select(InstitutionDomain.institution_id).where(InstitutionDomain.domain.like(pattern))
+        ),
+    ),
+    state_column=Institution.state,
+    states=InstitutionState,
+    sorts={"name": (Institution.name, Institution.id)},
+    placeholder="Name or e-mail domain",
+)
 
 
 @bp.get("/")
 @login_required
 def index() -> ResponseReturnValue:
-    form = InstitutionFilterForm(request.args)
-    q = visible_institutions(current_user).options(selectinload(Institution.domains))
-    if form.validate():
-        if form.q.data:
-            term = f"%{form.q.data.strip().lower()}%"
-            by_domain = select(InstitutionDomain.institution_id).where(
-                InstitutionDomain.domain.like(term)
-            )
-            q = q.where(
-                or_(
-                    func.lower(Institution.name).like(term),
-                    func.lower(Institution.short_name).like(term),
-                    Institution.id.in_(by_domain),
-                )
-            )
-        if form.state.data:
-            q = q.where(Institution.state == InstitutionState(form.state.data))
-    page = paginate(q.order_by(Institution.name, Institution.id))
+    listing = list_page(
+        visible_institutions(current_user).options(selectinload(Institution.domains)), DIRECTORY
+    )
+    ids = [i.id for i in listing.page.items]
     member_counts = dict(
         db.session.execute(
             select(Affiliation.institution_id, func.count())
             .where(
-                Affiliation.institution_id.in_([i.id for i in page.items]),
-                Affiliation.state == AffiliationState.ACTIVE,
+                Affiliation.institution_id.in_(ids), Affiliation.state == AffiliationState.ACTIVE
             )
             .group_by(Affiliation.institution_id)
         ).all()
     )
     return render_template(
         "institutions/index.html",
-        page=page,
-        form=form,
+        page=listing.page,
+        form=listing.form,
         member_counts=member_counts,
         can_register=can_register_institution(current_user),
     )
@@ -85,7 +77,7 @@ def index() -> ResponseReturnValue:
 @bp.get("/<int:institution_id>")
 @login_required
 def detail(institution_id: int) -> ResponseReturnValue:
-    inst = _get_visible(institution_id)
+    inst = load(Institution, institution_id, can_view_institution)
     members = db.session.scalars(
         select(Affiliation)
         .where(Affiliation.institution_id == inst.id, Affiliation.state == AffiliationState.ACTIVE)
@@ -103,8 +95,7 @@ def detail(institution_id: int) -> ResponseReturnValue:
         inst=inst,
         members=members,
         history=history,
-        transitions=TRANSITIONS,
-        transition_form=TransitionForm(),
+        actions=INSTITUTION_WORKFLOW.available(current_user, inst),
         can_edit=can_edit_institution(current_user, inst),
     )
 
@@ -112,50 +103,45 @@ def detail(institution_id: int) -> ResponseReturnValue:
 @bp.route("/new", methods=["GET", "POST"])
 @login_required
 def new() -> ResponseReturnValue:
-    require(can_register_institution(current_user), "Only program staff can register institutions.")
+    check(can_register_institution, current_user)
     form = InstitutionForm()
-    if form.validate_on_submit():
-        inst = commit_or_flash(
-            lambda: services.register_institution(db.session, actor=current_user, **form.details())
-        )
-        if inst is not None:
-            flash(f"{inst.name} is registered and awaits review.", "success")
-            return redirect(url_for(".detail", institution_id=inst.id))
-    return render_template("institutions/form.html", form=form, inst=None), (
-        422 if request.method == "POST" else 200
+    return form_page(
+        form,
+        lambda: services.register_institution(db.session, actor=current_user, **form.details()),
+        template="institutions/form.html",
+        done=lambda inst: (
+            f"{inst.name} is registered and awaits review.",
+            url_for(".detail", institution_id=inst.id),
+        ),
+        inst=None,
     )
 
 
 @bp.route("/<int:institution_id>/edit", methods=["GET", "POST"])
 @login_required
 def edit(institution_id: int) -> ResponseReturnValue:
-    inst = _get_visible(institution_id)
-    require(can_edit_institution(current_user, inst), "You cannot edit this institution.")
-    form = InstitutionForm(obj=inst)
-    if request.method == "GET":
-        form.email_domains.data = "\n".join(d.domain for d in inst.domains)
-    if form.validate_on_submit() and commit_or_flash(
-        lambda: services.update_institution(db.session, inst, actor=current_user, **form.details())
-    ):
-        flash("Saved.", "success")
-        return redirect(url_for(".detail", institution_id=inst.id))
-    return render_template("institutions/form.html", form=form, inst=inst), (
-        422 if request.method == "POST" else 200
+    inst = load(Institution, institution_id, can_view_institution)
+    check(can_edit_institution, current_user, inst)
+    form = InstitutionForm(obj=inst, domains=[d.domain for d in inst.domains])
+    return form_page(
+        form,
+        lambda: services.update_institution(db.session, inst, actor=current_user, **form.details()),
+        template="institutions/form.html",
+        done=lambda i: ("Saved.", url_for(".detail", institution_id=i.id)),
+        inst=inst,
     )
 
 
 @bp.post("/<int:institution_id>/transition")
 @login_required
 def transition(institution_id: int) -> ResponseReturnValue:
-    inst = _get_visible(institution_id)
-    form = TransitionForm()
-    if not form.validate_on_submit():
-        abort(400, description="The status change form was incomplete.")
-    if commit_or_flash(
+    inst = load(Institution, institution_id, can_view_institution)
+    form = ActionForm()
+    return post_action(
+        form,
         lambda: services.transition(
             db.session, inst, form.action.data or "", actor=current_user, reason=form.reason.data
-        )
-    ):
-        flash(f"{inst.name} is now {inst.state.label.lower()}.", "success")
-        return redirect(url_for(".detail", institution_id=inst.id))
-    return redirect(url_for(".detail", institution_id=inst.id)), 303  # refused: the flash says why
+        ),
+        back=url_for(".detail", institution_id=inst.id),
+        done=lambda i: f"{i.name} is now {i.state.label.lower()}.",
+    )

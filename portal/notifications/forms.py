@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from flask_wtf import FlaskForm
-from wtforms import Field, SelectField, StringField
+from wtforms import Field, SelectField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired
 
 from portal.notifications.kinds import EmailKind
-from portal.notifications.models import Delivery, OutboxState
+from portal.notifications.models import Delivery
 
 DELIVERY_CHOICES = [SelectChoice(d.value, d.label) for d in Delivery]
 
@@ -55,20 +55,3 @@ class PreferencesForm(FlaskForm):
 
     def choices(self) -> dict[str, Delivery]:
         return {key: Delivery(self.kind_field(key).data) for key in self.kind_keys}
-
-
-class OutboxFilterForm(FlaskForm):
-    class Meta:
-        csrf = False  # a GET search form changes nothing
-
-    q = StringField("Search", validators=[Optional(), Length(max=200)])
-    state = SelectField(
-        "State",
-        choices=[SelectChoice("", "Any state")]
-        + [SelectChoice(s.value, s.label) for s in OutboxState],
-        validators=[Optional()],
-    )
-
-
-class RetryForm(FlaskForm):
-    """Only the CSRF token: retrying needs no input."""

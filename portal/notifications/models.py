@@ -4,48 +4,39 @@ the record of scheduled reminders already sent."""
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from typing import Any
 
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from portal.core.models import Base, enum_type, utcnow
+from portal.core.models import Base, LabelledEnum, Tone, enum_type, utcnow
 
 
-class OutboxState(enum.StrEnum):
+class OutboxState(LabelledEnum):
     #: Waiting for the worker (first try, or a retry whose time has come).
-    QUEUED = "queued"
+    QUEUED = "queued", None, Tone.INFO
     #: The last try failed for a reason that may pass; retried after a back-off.
-    FAILED = "failed"
+    FAILED = "failed", None, Tone.WARNING
     #: Handed to the SMTP server.
-    SENT = "sent"
+    SENT = "sent", None, Tone.SUCCESS
     #: Refused permanently (SMTP 5xx) or failed too often; an administrator may retry it.
-    DEAD = "dead"
+    DEAD = "dead", None, Tone.DANGER
     #: The recipient wants this kind in the daily digest; waits for ``mail digest``.
-    HELD = "held"
+    HELD = "held", None, Tone.PENDING
     #: Included in a digest mail (``digest_id``) instead of being sent alone.
-    DIGESTED = "digested"
-
-    @property
-    def label(self) -> str:
-        return self.value.capitalize()
+    DIGESTED = "digested", None, Tone.NEUTRAL
 
 
 #: States the worker picks up.
 DELIVERABLE = (OutboxState.QUEUED, OutboxState.FAILED)
 
 
-class Delivery(enum.StrEnum):
+class Delivery(LabelledEnum):
     """How a person wants one kind of notification."""
 
     IMMEDIATELY = "immediately"
-    DIGEST = "digest"
+    DIGEST = "digest", "Daily digest"
     OFF = "off"
-
-    @property
-    def label(self) -> str:
-        return {"immediately": "Immediately", "digest": "Daily digest", "off": "Off"}[self.value]
 
 
 class OutboxMessage(Base):

@@ -10,17 +10,17 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from email.utils import parseaddr
-from typing import Any
+from typing import Any, Protocol
 
 from flask import current_app
 from sqlalchemy import select
 
-from portal.auth.models import User
 from portal.core import audit
 from portal.core.errors import InvalidTransitionError, NotFoundError, ValidationError
-from portal.core.models import AnySession, utcnow
-from portal.core.permissions import require
+from portal.core.models import AnySession, Base, utcnow
+from portal.core.permissions import check
 from portal.notifications.kinds import DIGEST, EmailKind, all_kinds, get_kind
 from portal.notifications.models import (
     Delivery,
@@ -36,7 +36,22 @@ from portal.notifications.rendering import (
     render_summary,
 )
 
-Recipient = User | str
+
+class Person(Protocol):
+    """Whom a mail can go to: any user of the portal (this package imports no domain)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def is_disabled(self) -> bool: ...
+
+
+#: A person (their preferences apply) or a plain address.
+Recipient = Person | str
 
 
 def new_message_id() -> str:
@@ -85,12 +100,14 @@ def enqueue_email(
         json.dumps(ctx)
     except TypeError as e:
         raise TypeError(f"e-mail context for {template} must be JSON-serialisable: {e}") from None
-    recipients: list[Recipient] = [to] if isinstance(to, User | str) else list(to)
-    prefs = preferences_for(session, [r.id for r in recipients if isinstance(r, User)])
+    recipients: list[Recipient] = (
+        [to] if isinstance(to, str) or not isinstance(to, Iterable) else list(to)
+    )
+    prefs = preferences_for(session, [r.id for r in recipients if not isinstance(r, str)])
     rows: list[OutboxMessage] = []
     seen: set[str] = set()
     for r in recipients:
-        if isinstance(r, User):
+        if not isinstance(r, str):
             if r.is_disabled or not r.email:
                 continue
             addr, name, user_id = r.email, r.display_name, r.id
@@ -117,7 +134,7 @@ def enqueue_email(
     return rows
 
 
-def set_preferences(session: AnySession, user: User, choices: Mapping[str, Delivery]) -> None:
+def set_preferences(session: AnySession, user: Person, choices: Mapping[str, Delivery]) -> None:
     """Store how ``user`` wants each optional kind; mandatory or unknown kinds are refused."""
     for key in choices:
         if get_kind_or_none(key) is None or get_kind(key).mandatory:
@@ -150,13 +167,13 @@ def get_kind_or_none(key: str) -> EmailKind | None:
         return None
 
 
-def current_preferences(session: AnySession, user: User) -> dict[str, Delivery]:
+def current_preferences(session: AnySession, user: Person) -> dict[str, Delivery]:
     """Every registered kind with the delivery that applies to ``user`` now."""
     stored = preferences_for(session, [user.id])
     return {k.key: effective_delivery(k, stored.get((user.id, k.key))) for k in all_kinds()}
 
 
-def unsubscribe(session: AnySession, token: str) -> tuple[User, EmailKind]:
+def unsubscribe(session: AnySession, token: str) -> tuple[int, EmailKind]:
     """Switch off the kind named in a signed unsubscribe token for the user it names.
 
     The token is the authority (RFC 8058 one-click: no login, no CSRF token); it names exactly one
@@ -164,30 +181,45 @@ def unsubscribe(session: AnySession, token: str) -> tuple[User, EmailKind]:
     """
     user_id, key = read_unsubscribe_token(token)
     kind = get_kind_or_none(key)
-    user = session.get(User, user_id)
-    if user is None or kind is None:
+    users = Base.metadata.tables["users"]
+    person = session.scalar(select(users.c.id).where(users.c.id == user_id))
+    if person is None or kind is None:
         raise NotFoundError("This unsubscribe link is no longer valid.")
     if kind.mandatory:
         raise ValidationError("This kind of e-mail cannot be switched off.")
     pref = session.scalar(
         select(NotificationPreference).where(
-            NotificationPreference.user_id == user.id, NotificationPreference.kind == kind.key
+            NotificationPreference.user_id == user_id, NotificationPreference.kind == kind.key
         )
     )
     if pref is not None and pref.delivery == Delivery.OFF:
-        return user, kind
+        return user_id, kind
     if pref is None:
-        session.add(NotificationPreference(user_id=user.id, kind=kind.key, delivery=Delivery.OFF))
+        session.add(NotificationPreference(user_id=user_id, kind=kind.key, delivery=Delivery.OFF))
     else:
         pref.delivery = Delivery.OFF
     session.flush()
-    audit.record(session, "notification.unsubscribe", actor=user, obj=user, kind=kind.key)
-    return user, kind
+    audit.record(
+        session,
+        "notification.unsubscribe",
+        actor=_UserRef(user_id),
+        obj=_UserRef(user_id),
+        kind=kind.key,
+    )
+    return user_id, kind
 
 
-def retry_message(session: AnySession, msg: OutboxMessage, *, actor: User) -> OutboxMessage:
+@dataclass(frozen=True)
+class _UserRef:
+    """A user named by id only, for the audit log (the link's token is the one acting)."""
+
+    id: int
+    __tablename__ = "users"
+
+
+def retry_message(session: AnySession, msg: OutboxMessage, *, actor: Person) -> OutboxMessage:
     """Put a dead (or failed) mail back in the queue for the next worker pass, with fresh tries."""
-    require(can_manage_outbox(actor), "Only administrators can retry mail.")
+    check(can_manage_outbox, actor)
     if msg.state not in (OutboxState.DEAD, OutboxState.FAILED):
         raise InvalidTransitionError(f"A {msg.state.label.lower()} mail cannot be retried.")
     before = msg.state

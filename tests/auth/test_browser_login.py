@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 
 from portal import create_app
-from portal.auth.demo_idp import demo_claims
-from portal.demo import PENDING_REQUESTS, PEOPLE, load_if_empty
+from portal.dev.demo import PENDING_REQUESTS, PEOPLE, load_if_empty
+from portal.dev.idp import demo_claims
 from portal.extensions import db
 from tests.auth.conftest import mock_idp_process
 from tests.browser import chromium, serve

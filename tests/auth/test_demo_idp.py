@@ -9,8 +9,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from portal.auth.demo_idp import start_demo_idp
-from portal.demo import load
+from portal.dev.demo import load
+from portal.dev.idp import start_demo_idp
 from tests.auth.conftest import free_port, oidc_login
 
 # oidc-provider-mock runs in this process here (as in `make run`) and uses deprecated Authlib APIs.

@@ -16,8 +16,8 @@ from sqlalchemy import event, select
 
 from portal import create_app
 from portal.auth.models import Identity, User
-from portal.datagen import Scale, generate
-from portal.demo import load_if_empty
+from portal.dev.datagen import Scale, generate
+from portal.dev.demo import load_if_empty
 from portal.extensions import db
 from portal.institutions.models import Institution
 from tests.conftest import TEST_CONFIG, login

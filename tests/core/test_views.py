@@ -88,7 +88,7 @@ def test_audit_log_filters_and_pages(client: FlaskClient, db: Session) -> None:
         audit.record(db, "thing.happened", actor=admin, n=i)
     audit.record(db, "other.event", actor=admin)
     login(client, admin)
-    html = client.get("/admin/audit?action=thing.").get_data(as_text=True)
+    html = client.get("/admin/audit?q=thing.").get_data(as_text=True)
     assert "thing.happened" in html and "other.event" not in html and "Next" in html
     assert "30 in all" in html
 

@@ -45,7 +45,7 @@ def test_request_then_official_approves_and_person_becomes_researcher(db: Sessio
         aff.state == AffiliationState.REQUESTED
         and aff.source == AffiliationSource.OFFICIAL_APPROVAL
     )
-    services.decide_affiliation(db, aff, actor=official, approve=True)
+    services.decide_affiliation(db, aff, "approve", actor=official)
     assert aff.state == AffiliationState.ACTIVE and aff.decided_by_id == official.id
     db.refresh(person)
     assert person.has_role(Role.RESEARCHER, inst)
@@ -58,11 +58,11 @@ def test_rejection_needs_a_reason_and_is_final(db: Session) -> None:
     official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
     aff = services.request_affiliation(db, inst, actor=make_user(db))
     with pytest.raises(ValidationError):
-        services.decide_affiliation(db, aff, actor=official, approve=False)
-    services.decide_affiliation(db, aff, actor=official, approve=False, note="Not one of ours")
+        services.decide_affiliation(db, aff, "reject", actor=official)
+    services.decide_affiliation(db, aff, "reject", actor=official, reason="Not one of ours")
     assert aff.state == AffiliationState.REJECTED and aff.decision_note == "Not one of ours"
     with pytest.raises(InvalidTransitionError):
-        services.decide_affiliation(db, aff, actor=official, approve=True)
+        services.decide_affiliation(db, aff, "approve", actor=official)
 
 
 @pytest.mark.parametrize(
@@ -70,6 +70,7 @@ def test_rejection_needs_a_reason_and_is_final(db: Session) -> None:
 )
 def test_only_that_institutions_official_decides(db: Session, who: str) -> None:
     inst, other = make_institution(db), make_institution(db)
+    make_user(db, Role.SIGNING_OFFICIAL, institution=inst)  # the one who decides
     person = make_user(db)
     if who == "self official":
         # An official whose own membership ended asks to join again: someone else decides.
@@ -85,8 +86,27 @@ def test_only_that_institutions_official_decides(db: Session, who: str) -> None:
         "requester": lambda: person,
     }[who]()
     with pytest.raises(PermissionDeniedError):
-        services.decide_affiliation(db, aff, actor=actor, approve=True)
+        services.decide_affiliation(db, aff, "approve", actor=actor)
     assert aff.state == AffiliationState.REQUESTED
+
+
+def test_program_officers_decide_where_the_institution_has_no_signing_official(
+    db: Session,
+) -> None:
+    """The mail about such a request goes to program officers, so they may decide it; as soon as
+    the institution has an official, only the official decides."""
+    inst = make_institution(db)
+    officer = make_user(db, Role.PROGRAM_OFFICER)
+    first, second = make_user(db), make_user(db)
+    aff = services.request_affiliation(db, inst, actor=first)
+    assert aff in db.scalars(decidable_affiliations(officer)).all()
+    services.decide_affiliation(db, aff, "approve", actor=officer)
+    assert aff.state == AffiliationState.ACTIVE and aff.decided_by_id == officer.id
+    make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
+    later = services.request_affiliation(db, inst, actor=second)
+    assert later not in db.scalars(decidable_affiliations(officer)).all()
+    with pytest.raises(PermissionDeniedError):
+        services.decide_affiliation(db, later, "approve", actor=officer)
 
 
 def test_no_second_open_request_and_no_request_to_withdrawn_institutions(db: Session) -> None:
@@ -149,9 +169,7 @@ def test_affiliation_transition_table(db: Session, state: AffiliationState, acti
         if action == "withdraw":
             services.withdraw_affiliation_request(db, aff, actor=person)
         else:
-            services.decide_affiliation(
-                db, aff, actor=official, approve=action == "approve", note="a reason"
-            )
+            services.decide_affiliation(db, aff, action, actor=official, reason="a reason")
 
     if (state, action) in AFFILIATION_ALLOWED:
         act()

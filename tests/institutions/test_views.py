@@ -10,115 +10,94 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal.auth.models import Role
-from portal.core.audit import AuditEvent
 from portal.institutions.models import Institution, InstitutionState
 from tests.conftest import login
 from tests.factories import LOGGED_IN, ROLE_NAMES, make_actor, make_institution, make_user
+from tests.support.matrix import Case, case, check_route, matrix_params
 
 STAFF = {"officer", "admin"}
 
-# (description, method, path template, form data, roles that succeed, success status)
 # Path placeholders: {own} the actor's own institution (applied), {other} another applied one,
 # {partner} a partner institution of someone else.
-CASES: list[tuple[str, str, str, dict[str, str], set[str], int]] = [
-    ("directory", "GET", "/institutions/", {}, LOGGED_IN, 200),
-    ("partner page", "GET", "/institutions/{partner}", {}, LOGGED_IN, 200),
-    (
-        "own applied page",
-        "GET",
-        "/institutions/{own}",
-        {},
-        LOGGED_IN - {"reviewer", "steward"},
-        200,
-    ),
-    ("other applied page", "GET", "/institutions/{other}", {}, STAFF, 200),
-    ("register form", "GET", "/institutions/new", {}, STAFF, 200),
-    ("register", "POST", "/institutions/new", {"name": "New U", "country": "FR"}, STAFF, 302),
-    ("edit own form", "GET", "/institutions/{own}/edit", {}, STAFF | {"official"}, 200),
-    ("edit other form", "GET", "/institutions/{other}/edit", {}, STAFF, 200),
-    (
+CASES = [
+    case("directory", "GET", "/institutions/", LOGGED_IN),
+    case("partner page", "GET", "/institutions/{partner}", LOGGED_IN),
+    case("own applied page", "GET", "/institutions/{own}", LOGGED_IN - {"reviewer", "steward"}),
+    case("other applied page", "GET", "/institutions/{other}", STAFF),
+    case("register form", "GET", "/institutions/new", STAFF),
+    case("register", "POST", "/institutions/new", STAFF, 302, {"name": "New U", "country": "FR"}),
+    case("edit own form", "GET", "/institutions/{own}/edit", STAFF | {"official"}),
+    case("edit other form", "GET", "/institutions/{other}/edit", STAFF),
+    case(
         "edit partner",
         "POST",
         "/institutions/{partner}/edit",
-        {"name": "Renamed", "country": "US", "ror_id": "042nb2s44"},
         STAFF,
         302,
+        {"name": "Renamed", "country": "US", "ror_id": "042nb2s44"},
     ),
-    (
+    case(
         "start review of own",
         "POST",
         "/institutions/{own}/transition",
-        {"action": "start_review"},
         STAFF,
         302,
+        {"action": "start_review"},
     ),
-    (
+    case(
         "withdraw own",
         "POST",
         "/institutions/{own}/transition",
-        {"action": "withdraw", "reason": "x"},
         STAFF | {"official"},
         302,
+        {"action": "withdraw", "reason": "x"},
     ),
-    (
+    case(
         "withdraw other",
         "POST",
         "/institutions/{other}/transition",
-        {"action": "withdraw", "reason": "x"},
         STAFF,
         302,
+        {"action": "withdraw", "reason": "x"},
     ),
-    (
+    case(
         "suspend partner",
         "POST",
         "/institutions/{partner}/transition",
-        {"action": "suspend", "reason": "x"},
         STAFF,
         302,
+        {"action": "suspend", "reason": "x"},
     ),
-    ("dashboard", "GET", "/dashboard", {}, LOGGED_IN, 200),
-    ("audit log", "GET", "/admin/audit", {}, {"admin"}, 200),
+    case("dashboard", "GET", "/dashboard", LOGGED_IN),
+    case("audit log", "GET", "/admin/audit", {"admin"}),
 ]
 
 
+def _institutions(db: Session) -> list[tuple[int, str, InstitutionState, str | None]]:
+    return [
+        (i.id, i.name, i.state, i.ror_id)
+        for i in db.scalars(select(Institution).order_by(Institution.id))
+    ]
+
+
 @pytest.mark.parametrize("role", ROLE_NAMES)
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_route_role_matrix(
-    client: FlaskClient,
-    db: Session,
-    role: str,
-    case: tuple[str, str, str, dict[str, str], set[str], int],
-) -> None:
-    _, method, template, data, allowed, ok_status = case
+@pytest.mark.parametrize("case", matrix_params(CASES))
+def test_route_role_matrix(client: FlaskClient, db: Session, role: str, case: Case) -> None:
     own = make_institution(db, state=InstitutionState.APPLIED)
     other = make_institution(db, state=InstitutionState.APPLIED)
     partner = make_institution(db, state=InstitutionState.PARTNER)
     actor = make_actor(db, role, own)
     if actor is not None:
         login(client, actor)
-    path = template.format(own=own.id, other=other.id, partner=partner.id)
-    states_before = {i.id: i.state for i in (own, other, partner)}
-    count_before = db.scalar(select(func.count()).select_from(Institution))
-    resp = client.open(path, method=method, data=data)
-
-    if role == "anonymous":
-        assert resp.status_code == 302 and resp.headers["Location"].startswith("/auth/login?next=")
-    elif role in allowed:
-        assert resp.status_code == ok_status, resp.get_data(as_text=True)[:500]
-    else:
-        assert resp.status_code == 403
-        refusal = db.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.action == "permission.denied")
-            .order_by(AuditEvent.id.desc())
-        ).first()
-        assert (
-            refusal is not None and refusal.actor_id == actor.id and refusal.details["path"] == path
-        )  # type: ignore[union-attr]
-    if role not in allowed:
-        db.expire_all()
-        assert {i.id: i.state for i in (own, other, partner)} == states_before
-        assert db.scalar(select(func.count()).select_from(Institution)) == count_before
+    check_route(
+        client,
+        db,
+        role,
+        actor.id if actor else None,
+        case,
+        {"own": own.id, "other": other.id, "partner": partner.id},
+        lambda: _institutions(db),
+    )
 
 
 def test_directory_lists_only_what_the_detail_page_would_show(
@@ -166,7 +145,7 @@ def test_invalid_transition_is_explained_not_applied(client: FlaskClient, db: Se
     resp = client.post(
         f"/institutions/{inst.id}/transition", data={"action": "approve"}, follow_redirects=True
     )
-    assert "not possible while the state is Applied" in resp.get_data(as_text=True)
+    assert "not possible while the institution is applied" in resp.get_data(as_text=True)
     assert inst.state == InstitutionState.APPLIED
     resp = client.post(
         f"/institutions/{inst.id}/transition", data={"action": "explode"}, follow_redirects=True

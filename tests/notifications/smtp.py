@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from portal.notifications.sink import free_port, stop_sink
+from portal.dev.sink import free_port, stop_sink
 
 #: Ports a test asked to talk to (its own SMTP server, or a port it knows is down).
 ALLOWED_SMTP_PORTS: set[int] = set()

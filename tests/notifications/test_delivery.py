@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
-import time
 from collections import Counter
 from urllib.parse import urlsplit
 
@@ -19,13 +18,13 @@ from portal.auth.emails import welcome
 from portal.auth.models import Role, User
 from portal.core.audit import AuditEvent
 from portal.core.models import utcnow
+from portal.dev.sink import free_port
 from portal.extensions import db
 from portal.institutions.emails import affiliation_requested
 from portal.institutions.models import Affiliation, AffiliationSource
 from portal.notifications.delivery import backoff, deliver_pending
 from portal.notifications.models import DeliveryAttempt, OutboxMessage, OutboxState
 from portal.notifications.services import enqueue_email
-from portal.notifications.sink import free_port
 from tests.conftest import login
 from tests.factories import make_institution, make_user
 from tests.notifications.smtp import SmtpServer, allow_smtp
@@ -152,10 +151,8 @@ def test_smtp_down_loses_nothing_and_sends_nothing_twice(live: Flask) -> None:
 
     server = SmtpServer(port).start()
     try:
-        started = time.monotonic()
-        # Later, once the back-off has passed.
+        # Later, once the back-off has passed. (How fast: tests/benchmarks/test_delivery.py.)
         up = deliver_pending(db.session, now=utcnow() + dt.timedelta(hours=1))
-        elapsed = time.monotonic() - started
     finally:
         server.stop()
     assert up.sent == 1000 and up.failed == 0 and not up.dead
@@ -167,7 +164,6 @@ def test_smtp_down_loses_nothing_and_sends_nothing_twice(live: Flask) -> None:
     ]
     assert _states() == Counter({"sent": 1000})
     assert set(ids) == set(db.session.scalars(select(OutboxMessage.message_id)))
-    assert elapsed < 30
 
 
 def test_permanently_refused_address_ends_dead_is_reported_and_admins_can_retry(

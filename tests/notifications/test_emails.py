@@ -18,13 +18,12 @@ from sqlalchemy.orm import Session
 
 from portal.auth.emails import welcome
 from portal.auth.models import Role, User
-from portal.core.models import utcnow
 from portal.institutions.emails import (
-    affiliation_decided,
     affiliation_requested,
     remind_pending_request,
 )
 from portal.institutions.models import Affiliation, AffiliationSource, AffiliationState
+from portal.institutions.services import decide_affiliation, withdraw_affiliation_request
 from portal.notifications.models import Delivery, OutboxMessage, OutboxState
 from portal.notifications.rendering import build_message, render_email
 from portal.notifications.services import send_digests, set_preferences
@@ -92,10 +91,10 @@ def test_welcome(app: Flask, db: Session) -> None:
     assert len(_outbox(db)) == 1
 
 
-def test_decision_mail_needs_a_decided_affiliation(app: Flask, db: Session) -> None:
+def test_withdrawing_a_request_sends_no_decision_mail(app: Flask, db: Session) -> None:
     aff, _ = _request(db)
-    with app.app_context(), pytest.raises(ValueError):
-        affiliation_decided(db, aff)
+    with app.app_context():
+        withdraw_affiliation_request(db, aff, actor=aff.user)
     assert _outbox(db) == []
 
 
@@ -147,13 +146,14 @@ def test_affiliation_decision_goes_back_to_the_person(
     app: Flask, db: Session, state: AffiliationState, note: str, name: str
 ) -> None:
     aff, official = _request(db)
-    aff.state = state
-    aff.decided_at = utcnow()
-    aff.decision_note = note
-    aff.decided_by = official
-    db.flush()
     with app.app_context():
-        affiliation_decided(db, aff)
+        decide_affiliation(
+            db,
+            aff,
+            "approve" if state == AffiliationState.ACTIVE else "reject",
+            actor=official,
+            reason=note,
+        )
     (msg,) = _outbox(db)
     assert msg.to_addr == "nia@gmail.example" and msg.recipient_id == aff.user_id
     _check(name, _rendered(app, msg))

@@ -8,9 +8,9 @@ from pathlib import Path
 from flask import Flask
 
 from portal.auth.models import Role
+from portal.dev.mail import start_dev_mail
+from portal.dev.sink import free_port, read_sink
 from portal.extensions import db
-from portal.notifications.devmail import start_dev_mail
-from portal.notifications.sink import free_port, read_sink
 from tests.conftest import login
 from tests.factories import make_user
 from tests.notifications.smtp import allow_smtp

@@ -6,7 +6,7 @@ import smtplib
 
 import pytest
 
-from portal.notifications.sink import free_port
+from portal.dev.sink import free_port
 from tests.notifications import smtp as guard
 
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from portal.dev.sink import free_port, stop_sink
 from portal.notifications.delivery import SmtpSettings, SmtpTransport, TransientError
-from portal.notifications.sink import free_port, stop_sink
 from tests.notifications.smtp import RecordingHandler, allow_smtp
 
 

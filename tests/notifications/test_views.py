@@ -22,6 +22,7 @@ from portal.notifications.models import Delivery, NotificationPreference, Outbox
 from portal.notifications.rendering import unsubscribe_token
 from tests.conftest import login
 from tests.factories import LOGGED_IN, ROLE_NAMES, make_actor, make_institution, make_user
+from tests.support.matrix import Case, case, check_route, matrix_params
 
 ADMIN = {"admin"}
 OPTIONAL = "institutions/affiliation_requested"
@@ -64,53 +65,49 @@ def demo_sink(app: Flask, tmp_path: Path) -> Iterator[str]:
     app.config.update(saved)
 
 
-# (description, method, path, form data, roles that succeed, success status)
-CASES: list[tuple[str, str, str, dict[str, str], set[str], int]] = [
-    ("settings page", "GET", "/notifications/settings", {}, LOGGED_IN, 200),
-    (
+CASES = [
+    case("settings page", "GET", "/notifications/settings", LOGGED_IN),
+    case(
         "save settings",
         "POST",
         "/notifications/settings",
-        _settings_form(**{OPTIONAL: "digest"}),
         LOGGED_IN,
         302,
+        _settings_form(**{OPTIONAL: "digest"}),
     ),
-    ("outbox", "GET", "/admin/mail/", {}, ADMIN, 200),
-    ("outbox search", "GET", "/admin/mail/?state=dead&q=bounce", {}, ADMIN, 200),
-    ("outbox mail", "GET", "/admin/mail/{msg}", {}, ADMIN, 200),
-    ("retry", "POST", "/admin/mail/{msg}/retry", {}, ADMIN, 302),
-    ("demo mailbox", "GET", "/admin/mail/mailbox/", {}, ADMIN, 200),
-    ("demo mail", "GET", "/admin/mail/mailbox/{key}", {}, ADMIN, 200),
-    ("demo mail html", "GET", "/admin/mail/mailbox/{key}/html", {}, ADMIN, 200),
+    case("outbox", "GET", "/admin/mail/", ADMIN),
+    case("outbox search", "GET", "/admin/mail/?state=dead&q=bounce", ADMIN),
+    case("outbox mail", "GET", "/admin/mail/{msg}", ADMIN),
+    case("retry", "POST", "/admin/mail/{msg}/retry", ADMIN, 302),
+    case("demo mailbox", "GET", "/admin/mail/mailbox/", ADMIN),
+    case("demo mail", "GET", "/admin/mail/mailbox/{key}", ADMIN),
+    case("demo mail html", "GET", "/admin/mail/mailbox/{key}/html", ADMIN),
     # The token is the authority here (it names someone else than the actor): anyone holding it.
-    ("unsubscribe page", "GET", "/notifications/unsubscribe/{token}", {}, set(ROLE_NAMES), 200),
-    (
+    case("unsubscribe page", "GET", "/notifications/unsubscribe/{token}", ROLE_NAMES),
+    case(
         "one-click unsubscribe",
         "POST",
         "/notifications/unsubscribe/{token}",
-        {"List-Unsubscribe": "One-Click"},
-        set(ROLE_NAMES),
+        ROLE_NAMES,
         200,
+        {"List-Unsubscribe": "One-Click"},
     ),
 ]
 
 
+def _mail_state(db: Session) -> tuple[object, ...]:
+    return (
+        tuple(db.scalars(select(OutboxMessage.state).order_by(OutboxMessage.id))),
+        tuple(
+            db.scalars(select(NotificationPreference.delivery).order_by(NotificationPreference.id))
+        ),
+    )
+
+
 @pytest.mark.parametrize("role", ROLE_NAMES)
-@pytest.mark.parametrize(
-    ("desc", "method", "path", "data", "allowed", "ok"), CASES, ids=[c[0] for c in CASES]
-)
+@pytest.mark.parametrize("case", matrix_params(CASES))
 def test_route_by_role(
-    app: Flask,
-    client: FlaskClient,
-    db: Session,
-    demo_sink: str,
-    role: str,
-    desc: str,
-    method: str,
-    path: str,
-    data: dict[str, str],
-    allowed: set[str],
-    ok: int,
+    app: Flask, client: FlaskClient, db: Session, demo_sink: str, role: str, case: Case
 ) -> None:
     own = make_institution(db)
     actor = make_actor(db, role, own)
@@ -120,19 +117,13 @@ def test_route_by_role(
         token = unsubscribe_token(recipient.id, OPTIONAL)
     if actor is not None:
         login(client, actor)
-    url = path.format(msg=msg.id, key=demo_sink, token=token)
-    resp = client.open(url, method=method, data=data)
-    if role in allowed:
-        assert resp.status_code == ok, resp.data[:500]
-    elif role == "anonymous":
-        assert resp.status_code in (302, 401)
-        assert "/admin" not in resp.headers.get("Location", "")
-    else:
-        assert resp.status_code == 403
-    db.expire_all()
-    if method == "POST" and "retry" in path:
-        assert msg.state == (OutboxState.QUEUED if role in allowed else OutboxState.DEAD)
-    if method == "POST" and "unsubscribe" in path:
+    values = {"msg": msg.id, "key": demo_sink, "token": token}
+    check_route(
+        client, db, role, actor.id if actor else None, case, values, lambda: _mail_state(db)
+    )
+    if case.name == "retry":
+        assert msg.state == (OutboxState.QUEUED if role in case.allowed else OutboxState.DEAD)
+    if case.name == "one-click unsubscribe":
         prefs = db.scalars(select(NotificationPreference)).all()
         assert [(p.user_id, p.kind, p.delivery) for p in prefs] == [
             (recipient.id, OPTIONAL, Delivery.OFF)

@@ -13,10 +13,10 @@ import socket
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.handlers import Mailbox
+if TYPE_CHECKING:
+    from aiosmtpd.controller import Controller
 
 
 def sink_folder(instance_path: str, configured: str | None) -> Path:
@@ -30,6 +30,9 @@ def start_sink(folder: Path, host: str = "127.0.0.1", port: int = 8025) -> Contr
     with socket.socket() as probe:  # fail at once (aiosmtpd would wait 5 s) if the port is taken
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
+    from aiosmtpd.controller import Controller  # the demo extra; only `make run` starts a sink
+    from aiosmtpd.handlers import Mailbox
+
     controller = Controller(Mailbox(folder), hostname=host, port=port)
     try:
         controller.start()

@@ -155,7 +155,7 @@ def _person(session: AnySession, p: DemoPerson, issuer: str) -> User:
 def _demo_provider(
     session: AnySession, admin: User, issuer: str, served: list[Institution]
 ) -> None:
-    """Register the local demo identity provider (``portal.auth.demo_idp``) in the registry."""
+    """Register the local demo identity provider (``portal.dev.idp``) in the registry."""
     from portal.auth.models import ProviderKind
     from portal.auth.services import save_provider
 

@@ -20,15 +20,15 @@ def main() -> None:
     os.environ.setdefault("PORTAL_DEMO_MODE", "true")
     # The demo identity provider accepts any client secret; a real one comes from the environment.
     os.environ.setdefault("PORTAL_OIDC_SECRET_DEMO", "demo-secret-not-for-production")
-    # Mail goes to a local SMTP sink (portal/notifications/sink.py); nothing leaves the machine.
+    # Mail goes to a local SMTP sink (portal/dev/sink.py); nothing leaves the machine.
     os.environ.setdefault("PORTAL_MAIL_SERVER", "127.0.0.1")
     os.environ.setdefault("PORTAL_MAIL_PORT", os.environ.get("PORTAL_MAIL_SINK_PORT", "8025"))
     os.environ.setdefault("PORTAL_MAIL_WORKER_INTERVAL", "2")
     os.environ.setdefault("PORTAL_BASE_URL", f"http://{HOST}:{PORT}")
     from portal import create_app
     from portal.auth.cli import seed_from_config
-    from portal.auth.demo_idp import DEMO_HOST, DEMO_PORT, start_demo_idp
-    from portal.demo import PENDING_REQUESTS, PEOPLE, load_if_empty
+    from portal.dev.demo import PENDING_REQUESTS, PEOPLE, load_if_empty
+    from portal.dev.idp import DEMO_HOST, DEMO_PORT, start_demo_idp
 
     start_demo_idp(DEMO_HOST, DEMO_PORT)
     app = create_app()
@@ -36,7 +36,7 @@ def main() -> None:
         upgrade()
         loaded = load_if_empty()
         seed_from_config()
-    from portal.notifications.devmail import start_dev_mail
+    from portal.dev.mail import start_dev_mail
 
     mail = start_dev_mail(app)
     click.echo("")

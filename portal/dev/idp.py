@@ -1,5 +1,5 @@
 """The local demo identity provider for ``make run``: oidc-provider-mock on 127.0.0.1 with the demo
-people (``portal.demo.PEOPLE`` and ``PENDING_REQUESTS``) as one-click users. Nothing here is part of
+people (``portal.dev.demo.PEOPLE`` and ``PENDING_REQUESTS``) as one-click users. Nothing here is part of
 the portal's login: it is a real OpenID provider the portal talks to over HTTP, like any other."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from portal.demo import PENDING_REQUESTS, PEOPLE, DemoPerson
+from portal.dev.demo import PENDING_REQUESTS, PEOPLE, DemoPerson
 
 DEMO_HOST = "127.0.0.1"
 DEMO_PORT = 9400

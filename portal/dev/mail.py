@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from aiosmtpd.controller import Controller
 from flask import Flask
 
+from portal.dev.sink import sink_folder, start_sink, stop_sink
 from portal.notifications.cli import run_worker
-from portal.notifications.sink import sink_folder, start_sink, stop_sink
 
 
 @dataclass

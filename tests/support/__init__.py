@@ -1,0 +1,1 @@
+"""Helpers shared by the tests; the modules here hold no tests of their own."""
