@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from portal.auth.models import Identity, Role, RoleGrant, User
-from portal.core.models import utcnow
+from portal.core.models import AnySession, utcnow
 from portal.institutions.models import (
     Affiliation,
     AffiliationSource,
@@ -18,6 +17,7 @@ from portal.institutions.models import (
     InstitutionState,
 )
 from portal.institutions.services import ror_checksum
+from portal.notifications.models import OutboxMessage, OutboxState
 
 _seq = itertools.count(1)
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -29,7 +29,7 @@ def make_ror(n: int) -> str:
 
 
 def make_institution(
-    session: Session, *, state: InstitutionState = InstitutionState.PARTNER, **kw: Any
+    session: AnySession, *, state: InstitutionState = InstitutionState.PARTNER, **kw: Any
 ) -> Institution:
     n = next(_seq)
     inst = Institution(
@@ -46,7 +46,7 @@ def make_institution(
 
 
 def make_user(
-    session: Session,
+    session: AnySession,
     *roles: Role,
     institution: Institution | None = None,
     issuer: str = "https://idp.test",
@@ -73,18 +73,73 @@ def make_user(
             and institution is not None
             and not any(a.institution_id == institution.id for a in user.affiliations)
         ):
-            session.add(
-                Affiliation(
-                    user=user,
-                    institution=institution,
-                    state=AffiliationState.ACTIVE,
-                    source=AffiliationSource.STAFF,
-                    decided_at=utcnow(),
-                )
+            make_affiliation(
+                session,
+                user=user,
+                institution=institution,
+                state=AffiliationState.ACTIVE,
+                source=AffiliationSource.STAFF,
             )
     session.flush()
     session.refresh(user)
     return user
+
+
+def make_affiliation(
+    session: AnySession,
+    *,
+    user: User | None = None,
+    institution: Institution | None = None,
+    state: AffiliationState = AffiliationState.REQUESTED,
+    source: AffiliationSource = AffiliationSource.OFFICIAL_APPROVAL,
+    **kw: Any,
+) -> Affiliation:
+    """``user``'s affiliation with ``institution`` (each made if not given); a decided one (any
+    state but requested) gets ``decided_at`` now unless given, as the model's CHECK demands."""
+    if state != AffiliationState.REQUESTED:
+        kw.setdefault("decided_at", utcnow())
+    aff = Affiliation(
+        user=make_user(session) if user is None else user,
+        institution=make_institution(session) if institution is None else institution,
+        state=state,
+        source=source,
+        **kw,
+    )
+    session.add(aff)
+    session.flush()
+    return aff
+
+
+def make_outbox_message(
+    session: AnySession, *, state: OutboxState = OutboxState.QUEUED, **kw: Any
+) -> OutboxMessage:
+    """A welcome mail in the outbox in ``state``, consistent with the model's CHECKs: ``sent_at``
+    is set iff sent, ``digest_id`` (a digest mail, made if not given) iff digested, and a message
+    that was tried (failed, dead or sent) counts one attempt unless told otherwise."""
+    n = next(_seq)
+    if state == OutboxState.SENT:
+        kw.setdefault("sent_at", utcnow())
+    if state == OutboxState.DIGESTED and "digest_id" not in kw:
+        digest = make_outbox_message(
+            session,
+            template="notifications/digest",
+            to_addr=kw.get("to_addr", f"person{n}@example.org"),
+            context={"items": [], "date": utcnow().strftime("%d %B %Y")},
+        )
+        kw["digest_id"] = digest.id
+    if state in (OutboxState.FAILED, OutboxState.DEAD, OutboxState.SENT):
+        kw.setdefault("attempts", 1)
+    msg = OutboxMessage(
+        message_id=kw.pop("message_id", f"<test-{uuid.uuid4().hex}@atom-lab.org>"),
+        template=kw.pop("template", "auth/welcome"),
+        to_addr=kw.pop("to_addr", f"person{n}@example.org"),
+        context=kw.pop("context", {"name": f"Person {n}", "has_affiliation": False}),
+        state=state,
+        **kw,
+    )
+    session.add(msg)
+    session.flush()
+    return msg
 
 
 #: The kinds of visitor every route-by-role matrix test covers.
@@ -100,7 +155,7 @@ _ROLE_OF = {
 }
 
 
-def make_actor(session: Session, role_name: str, own: Institution) -> User | None:
+def make_actor(session: AnySession, role_name: str, own: Institution) -> User | None:
     """A visitor of kind ``role_name`` (None for anonymous); researchers and signing officials
     belong to ``own``."""
     if role_name == "anonymous":

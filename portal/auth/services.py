@@ -472,29 +472,16 @@ def providers_for_login(
     """(provider, institution) choices for "find your institution": enabled providers serving an
     institution whose name, short name or e-mail domain matches ``query`` (an e-mail address
     matches by its domain). Without a query: every enabled provider, by name."""
-    from portal.institutions.models import InstitutionDomain
-
     providers_q = select(IdentityProvider).where(IdentityProvider.enabled.is_(True))
     if not query or not query.strip():
         return [(p, None) for p in session.scalars(providers_q.order_by(IdentityProvider.name))]
-    term = query.strip().lower()[:100]
-    if "@" in term:
-        term = term.rsplit("@", 1)[1]
-    like = f"%{term.replace('%', '').replace('_', '')}%"
-    by_domain = select(InstitutionDomain.institution_id).where(InstitutionDomain.domain.like(like))
-    from sqlalchemy import or_
-
     rows = session.execute(
         select(IdentityProvider, Institution)
         .join(ProviderInstitution, ProviderInstitution.provider_id == IdentityProvider.id)
         .join(Institution, Institution.id == ProviderInstitution.institution_id)
         .where(
             IdentityProvider.enabled.is_(True),
-            or_(
-                func.lower(Institution.name).like(like),
-                func.lower(Institution.short_name).like(like),
-                Institution.id.in_(by_domain),
-            ),
+            institution_services.matching_institutions(query.strip()[:100]),
         )
         .order_by(Institution.name, IdentityProvider.name)
         .limit(20)

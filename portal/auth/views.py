@@ -46,7 +46,7 @@ from portal.core.errors import DomainError, ValidationError
 from portal.core.forms import ConfirmForm
 from portal.core.listing import ListSpec, list_page
 from portal.core.permissions import check
-from portal.core.web import form_page, load, login_required, post_action
+from portal.core.web import form_page, load, login_required, post_action, require_valid
 from portal.extensions import db, limiter
 from portal.institutions.models import Institution
 
@@ -119,8 +119,7 @@ def login() -> ResponseReturnValue:
 def start(slug: str) -> ResponseReturnValue:
     provider = _enabled_provider(slug)
     form = StartLoginForm()
-    if not form.validate_on_submit():
-        abort(400, description="The login form was incomplete. Go back and try again.")
+    require_valid(form)
     institution_id = form.institution_id.data
     served = {pi.institution_id: pi for pi in provider.served}
     choice = served.get(institution_id) if institution_id else None
@@ -200,8 +199,7 @@ def callback(slug: str) -> ResponseReturnValue:
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
     form = ConfirmForm()
-    if not form.validate_on_submit():
-        abort(400, description="The logout form has expired. Reload the page and try again.")
+    require_valid(form)
     services.log_out(db.session, as_user(current_user), current_token())
     db.session.commit()
     logout_user()
@@ -245,8 +243,7 @@ def account() -> ResponseReturnValue:
 def link(slug: str) -> ResponseReturnValue:
     provider = _enabled_provider(slug)
     form = ConfirmForm()
-    if not form.validate_on_submit():
-        abort(400, description="The form has expired. Reload the page and try again.")
+    require_valid(form)
     try:
         url = oidc.begin_login(
             provider,

@@ -38,16 +38,14 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+def contains(column: Any, text: str) -> ColumnElement[bool]:
+    """``column`` contains ``text``: case-insensitive, the user's wildcards taken literally."""
+    return func.lower(column).like(like_pattern(text), escape=LIKE_ESCAPE)
+
+
 def matches(text: str, *columns: Any) -> ColumnElement[bool]:
-    """Any of ``columns`` contains ``text`` (case-insensitive, wildcards escaped). A column may be
-    an ``IN (subquery)`` condition builder: a callable taking the pattern."""
-    pattern = like_pattern(text)
-    return or_(
-        *(
-            c(pattern) if callable(c) else func.lower(c).like(pattern, escape=LIKE_ESCAPE)
-            for c in columns
-        )
-    )
+    """Any of ``columns`` contains ``text``."""
+    return or_(*(contains(c, text) for c in columns))
 
 
 def paginate(stmt: Select[Any]) -> Pagination:
@@ -69,8 +67,8 @@ def paginate(stmt: Select[Any]) -> Pagination:
 class ListSpec:
     """What a list offers: where the search looks, which column holds the state, how it sorts."""
 
-    #: Columns (or pattern → condition callables) the search box looks in.
-    search: Sequence[Any] = ()
+    #: The columns the search box looks in, or a function from the text to a condition.
+    search: Sequence[Any] | Callable[[str], ColumnElement[bool]] = ()
     #: The column the state filter applies to, and the enum of its states.
     state_column: Any = None
     states: Iterable[Any] = ()
@@ -94,8 +92,10 @@ def list_page(stmt: Select[Any], spec: ListSpec) -> ListPage:
     form = FilterForm.for_states(spec.states, data=request.args, placeholder=spec.placeholder)
     valid = form.validate()
     if valid:
-        if form.q.data and form.q.data.strip() and spec.search:
-            stmt = stmt.where(matches(form.q.data, *spec.search))
+        text = (form.q.data or "").strip()
+        if text and spec.search:
+            search = spec.search
+            stmt = stmt.where(search(text) if callable(search) else matches(text, *search))
         if form.state.data and spec.state_column is not None:
             stmt = stmt.where(spec.state_column == form.state.data)
     sort = request.args.get("sort", "")

@@ -184,6 +184,15 @@ def form_page(
     )
 
 
+def require_valid(form: FlaskForm) -> None:
+    """A 400 with a clear reason when a POST's form (its CSRF token first) does not validate."""
+    if not form.validate_on_submit():
+        abort(
+            400,
+            description="The form was incomplete or has expired. Reload the page and try again.",
+        )
+
+
 def post_action(
     form: FlaskForm,
     change: Callable[[], T],
@@ -194,11 +203,7 @@ def post_action(
     """A button's POST: check the form (400 when its CSRF token or fields are missing), run
     ``change`` and commit, flash ``done`` and go ``back``; when a rule refuses, go back (303)
     with the reason flashed. Nothing changes unless everything passed."""
-    if not form.validate_on_submit():
-        abort(
-            400,
-            description="The form was incomplete or has expired. Reload the page and try again.",
-        )
+    require_valid(form)
     ok, result = commit_or_flash(change)
     if not ok:
         return redirect(back), 303

@@ -6,11 +6,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 
 from portal.auth.models import User
 from portal.core import audit
 from portal.core.errors import ConflictError, ValidationError
+from portal.core.listing import contains, matches
 from portal.core.models import AnySession, utcnow
 from portal.core.permissions import check
 from portal.institutions import emails
@@ -173,6 +174,19 @@ def transition(
     """Move an institution through its lifecycle (``INSTITUTION_WORKFLOW``). Approving needs a ROR
     id; suspending and withdrawing need a reason, which is kept in the audit log."""
     return INSTITUTION_WORKFLOW.run(session, institution, action, actor=actor, reason=reason)
+
+
+def matching_institutions(text: str) -> ColumnElement[bool]:
+    """Institutions whose name, short name or one of whose e-mail domains contains ``text`` (an
+    e-mail address matches by its domain)."""
+    if "@" in text:
+        text = text.rsplit("@", 1)[1]
+    return or_(
+        matches(text, Institution.name, Institution.short_name),
+        Institution.id.in_(
+            select(InstitutionDomain.institution_id).where(contains(InstitutionDomain.domain, text))
+        ),
+    )
 
 
 def find_by_email_domain(session: AnySession, email: str) -> Institution | None:

@@ -20,7 +20,6 @@ from portal.institutions.models import (
     Affiliation,
     AffiliationState,
     Institution,
-    InstitutionDomain,
     InstitutionState,
 )
 from portal.institutions.permissions import (
@@ -35,13 +34,7 @@ from portal.institutions.workflow import INSTITUTION_WORKFLOW
 bp = Blueprint("institutions", __name__, url_prefix="/institutions")
 
 DIRECTORY = ListSpec(
-    search=(
-        Institution.name,
-        Institution.short_name,
-        lambda pattern: Institution.id.in_(
-            select(InstitutionDomain.institution_id).where(InstitutionDomain.domain.like(pattern))
-        ),
-    ),
+    search=services.matching_institutions,
     state_column=Institution.state,
     states=InstitutionState,
     sorts={"name": (Institution.name, Institution.id)},

@@ -15,13 +15,19 @@ from portal.auth.models import Identity, IdentityProvider, Role, User
 from portal.core.audit import AuditEvent
 from portal.institutions.models import (
     Affiliation,
-    AffiliationSource,
     AffiliationState,
     Institution,
 )
 from tests.auth.conftest import add_provider
 from tests.conftest import login
-from tests.factories import LOGGED_IN, ROLE_NAMES, make_actor, make_institution, make_user
+from tests.factories import (
+    LOGGED_IN,
+    ROLE_NAMES,
+    make_actor,
+    make_affiliation,
+    make_institution,
+    make_user,
+)
 from tests.support.matrix import Case, case, check_route, matrix_params
 
 
@@ -50,16 +56,7 @@ class World:
 
 
 def _request(db: Session, inst: Institution) -> Affiliation:
-    u = make_user(db)
-    a = Affiliation(
-        user=u,
-        institution=inst,
-        state=AffiliationState.REQUESTED,
-        source=AffiliationSource.OFFICIAL_APPROVAL,
-    )
-    db.add(a)
-    db.flush()
-    return a
+    return make_affiliation(db, user=make_user(db), institution=inst)
 
 
 def _world(db: Session, idp_a_url: str) -> World:

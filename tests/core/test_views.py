@@ -7,13 +7,10 @@ from sqlalchemy.orm import Session
 from portal.auth.models import Role
 from portal.core import audit
 from portal.institutions.models import (
-    Affiliation,
-    AffiliationSource,
-    AffiliationState,
     InstitutionState,
 )
 from tests.conftest import login
-from tests.factories import make_institution, make_user
+from tests.factories import make_affiliation, make_institution, make_user
 
 
 def test_start_page_invites_anonymous_visitors(client: FlaskClient, db: Session) -> None:
@@ -60,15 +57,7 @@ def test_signing_official_sees_pending_affiliation_requests(
     inst = make_institution(db)
     official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
     applicant = make_user(db, display_name="Nia Newcomer")
-    db.add(
-        Affiliation(
-            user=applicant,
-            institution=inst,
-            state=AffiliationState.REQUESTED,
-            source=AffiliationSource.OFFICIAL_APPROVAL,
-        )
-    )
-    db.flush()
+    make_affiliation(db, user=applicant, institution=inst)
     login(client, official)
     html = client.get("/dashboard").get_data(as_text=True)
     assert "Affiliation requests awaiting you" in html and "Nia Newcomer" in html

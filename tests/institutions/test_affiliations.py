@@ -17,16 +17,16 @@ from portal.core.errors import (
     PermissionDeniedError,
     ValidationError,
 )
-from portal.core.models import utcnow
 from portal.institutions import services
 from portal.institutions.models import (
-    Affiliation,
     AffiliationSource,
     AffiliationState,
     InstitutionState,
 )
 from portal.institutions.permissions import decidable_affiliations
-from tests.factories import make_institution, make_user
+from portal.institutions.workflow import AFFILIATION_WORKFLOW
+from tests.factories import make_affiliation, make_institution, make_user
+from tests.support.workflows import assert_step, every_pair
 
 
 @pytest.fixture(autouse=True)
@@ -146,35 +146,22 @@ AFFILIATION_ALLOWED = {
     (AffiliationState.REQUESTED, "approve"): AffiliationState.ACTIVE,
     (AffiliationState.REQUESTED, "reject"): AffiliationState.REJECTED,
     (AffiliationState.REQUESTED, "withdraw"): AffiliationState.ENDED,
+    (AffiliationState.REQUESTED, "confirm_by_idp"): AffiliationState.ACTIVE,
 }
 
 
-@pytest.mark.parametrize("state", list(AffiliationState))
-@pytest.mark.parametrize("action", ["approve", "reject", "withdraw"])
+@pytest.mark.parametrize(("state", "action"), every_pair(AffiliationState, AFFILIATION_WORKFLOW))
 def test_affiliation_transition_table(db: Session, state: AffiliationState, action: str) -> None:
     inst = make_institution(db)
     official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
     person = make_user(db)
-    aff = Affiliation(
-        user=person,
-        institution=inst,
-        state=state,
-        source=AffiliationSource.OFFICIAL_APPROVAL,
-        decided_at=None if state == AffiliationState.REQUESTED else utcnow(),
-    )
-    db.add(aff)
-    db.flush()
-
-    def act() -> None:
-        if action == "withdraw":
-            services.withdraw_affiliation_request(db, aff, actor=person)
-        else:
-            services.decide_affiliation(db, aff, action, actor=official, reason="a reason")
-
+    aff = make_affiliation(db, user=person, institution=inst, state=state)
+    take = {
+        "approve": lambda: services.decide_affiliation(db, aff, action, actor=official),
+        "reject": lambda: services.decide_affiliation(db, aff, action, actor=official, reason="x"),
+        "withdraw": lambda: services.withdraw_affiliation_request(db, aff, actor=person),
+        "confirm_by_idp": lambda: AFFILIATION_WORKFLOW.run(db, aff, action, actor=person),
+    }[action]
+    assert_step(db, AFFILIATION_WORKFLOW, aff, action, AFFILIATION_ALLOWED, take)
     if (state, action) in AFFILIATION_ALLOWED:
-        act()
-        assert aff.state == AFFILIATION_ALLOWED[(state, action)] and aff.decided_at is not None
-    else:
-        with pytest.raises(InvalidTransitionError):
-            act()
-        assert aff.state == state
+        assert aff.decided_at is not None

@@ -24,13 +24,12 @@ from portal.auth.models import Role, RoleGrant
 from portal.core.audit import AuditEvent
 from portal.institutions.models import (
     Affiliation,
-    AffiliationSource,
     AffiliationState,
     Institution,
     InstitutionState,
 )
 from portal.notifications.models import OutboxMessage
-from tests.factories import make_institution, make_user
+from tests.factories import make_affiliation, make_institution, make_user
 from tests.support.live import LIVE_DATABASES, live_app, live_session, logged_in_client
 from tests.support.race import race
 
@@ -113,14 +112,7 @@ def test_two_officials_deciding_one_affiliation_request_leave_exactly_one_decisi
             approver = make_user(s, Role.SIGNING_OFFICIAL, institution=inst)
             rejecter = make_user(s, Role.SIGNING_OFFICIAL, institution=inst)
             person = make_user(s)
-            aff = Affiliation(
-                user_id=person.id,
-                institution_id=inst.id,
-                state=AffiliationState.REQUESTED,
-                source=AffiliationSource.OFFICIAL_APPROVAL,
-            )
-            s.add(aff)
-            s.flush()
+            aff = make_affiliation(s, user=person, institution=inst)
             inst_id, person_id, aff_id = inst.id, person.id, aff.id
         approving = logged_in_client(race_app, approver.id)
         rejecting = logged_in_client(race_app, rejecter.id)

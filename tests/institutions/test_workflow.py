@@ -1,20 +1,21 @@
-"""Every (state, action) pair of the institution lifecycle, allowed and refused."""
+"""Every (state, action) pair of the institution lifecycle, allowed and refused, through the runner;
+and the declarations of both workflows of this domain."""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.auth.models import Role
-from portal.core.audit import AuditEvent
-from portal.core.errors import InvalidTransitionError
+from portal.core.workflow import Workflow
 from portal.institutions import services
 from portal.institutions.models import InstitutionState as S
-from portal.institutions.workflow import TRANSITIONS
+from portal.institutions.workflow import AFFILIATION_WORKFLOW, INSTITUTION_WORKFLOW
 from tests.factories import make_institution, make_user
+from tests.support.workflows import assert_declared, assert_step, every_pair
 
-ALLOWED = {
+#: The lifecycle as the program describes it (the table in workflow.py must say the same).
+EXPECTED = {
     (S.APPLIED, "start_review"): S.UNDER_REVIEW,
     (S.UNDER_REVIEW, "approve"): S.PARTNER,
     (S.PARTNER, "suspend"): S.SUSPENDED,
@@ -26,18 +27,22 @@ ALLOWED = {
 }
 
 
-@pytest.mark.parametrize("state", list(S))
-@pytest.mark.parametrize("action", list(TRANSITIONS))
+@pytest.mark.parametrize(
+    "workflow", [INSTITUTION_WORKFLOW, AFFILIATION_WORKFLOW], ids=lambda w: w.name
+)
+def test_workflow_names_the_same_actions_everywhere(workflow: Workflow[object, S]) -> None:
+    assert_declared(workflow)
+
+
+@pytest.mark.parametrize(("state", "action"), every_pair(S, INSTITUTION_WORKFLOW))
 def test_institution_transition_table(db: Session, state: S, action: str) -> None:
     officer = make_user(db, Role.PROGRAM_OFFICER)
     inst = make_institution(db, state=state)
-    if (state, action) in ALLOWED:
-        services.transition(db, inst, action, actor=officer, reason="because")
-        assert inst.state == ALLOWED[(state, action)]
-        ev = db.scalars(select(AuditEvent).where(AuditEvent.object_id == inst.id)).one()
-        assert ev.action == f"institution.{action}"
-        assert ev.details["frm"] == state.value and ev.details["to"] == inst.state.value
-    else:
-        with pytest.raises(InvalidTransitionError):
-            services.transition(db, inst, action, actor=officer, reason="because")
-        assert inst.state == state
+    assert_step(
+        db,
+        INSTITUTION_WORKFLOW,
+        inst,
+        action,
+        EXPECTED,
+        lambda: services.transition(db, inst, action, actor=officer, reason="because"),
+    )

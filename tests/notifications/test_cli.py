@@ -20,12 +20,11 @@ from portal.auth.models import Role
 from portal.core.models import utcnow
 from portal.extensions import db
 from portal.institutions.emails import affiliation_requested
-from portal.institutions.models import Affiliation, AffiliationSource
 from portal.notifications.delivery import deliver_pending
 from portal.notifications.models import Delivery, OutboxMessage, OutboxState, SentReminder
 from portal.notifications.services import enqueue_email, set_preferences
 from tests.conftest import TEST_CONFIG
-from tests.factories import make_institution, make_user
+from tests.factories import make_affiliation, make_institution, make_user
 from tests.notifications.smtp import SmtpServer
 
 
@@ -42,13 +41,11 @@ def smtp_process_server() -> Iterator[SmtpServer]:
 def test_reminders_command_reminds_once_per_period(live: Flask, live_smtp: SmtpServer) -> None:
     inst = make_institution(db.session)
     make_user(db.session, Role.SIGNING_OFFICIAL, institution=inst, email="so.cli@example.org")
-    db.session.add(
-        Affiliation(
-            user=make_user(db.session, email="waiting.cli@example.org"),
-            institution=inst,
-            source=AffiliationSource.OFFICIAL_APPROVAL,
-            requested_at=utcnow() - dt.timedelta(days=5),
-        )
+    make_affiliation(
+        db.session,
+        user=make_user(db.session, email="waiting.cli@example.org"),
+        institution=inst,
+        requested_at=utcnow() - dt.timedelta(days=5),
     )
     db.session.commit()
     runner = live.test_cli_runner()
@@ -74,13 +71,9 @@ def test_digest_command_sends_one_mail_with_the_held_notifications(
     )
     set_preferences(db.session, official, {"institutions/affiliation_requested": Delivery.DIGEST})
     for i in range(3):
-        aff = Affiliation(
-            user=make_user(db.session, display_name=f"Applicant {i}"),
-            institution=inst,
-            source=AffiliationSource.OFFICIAL_APPROVAL,
+        aff = make_affiliation(
+            db.session, user=make_user(db.session, display_name=f"Applicant {i}"), institution=inst
         )
-        db.session.add(aff)
-        db.session.flush()
         affiliation_requested(db.session, aff)
     db.session.commit()
     assert deliver_pending(db.session).total == 0, "held for the digest"

@@ -21,12 +21,11 @@ from portal.core.models import utcnow
 from portal.dev.sink import free_port
 from portal.extensions import db
 from portal.institutions.emails import affiliation_requested
-from portal.institutions.models import Affiliation, AffiliationSource
 from portal.notifications.delivery import backoff, deliver_pending
 from portal.notifications.models import DeliveryAttempt, OutboxMessage, OutboxState
 from portal.notifications.services import enqueue_email
 from tests.conftest import login
-from tests.factories import make_institution, make_user
+from tests.factories import make_affiliation, make_institution, make_user
 from tests.notifications.smtp import SmtpServer, allow_smtp
 
 URL = re.compile(r"https?://[^\s<>\"]+")
@@ -89,14 +88,7 @@ def test_optional_kind_carries_one_click_unsubscribe_that_works(
         db.session, Role.SIGNING_OFFICIAL, institution=inst, email="olivia.live@example.org"
     )
     requester = make_user(db.session, display_name="Nia Newcomer", email="nia.live@example.org")
-    aff = Affiliation(
-        user=requester,
-        institution=inst,
-        source=AffiliationSource.OFFICIAL_APPROVAL,
-        title="postdoc",
-    )
-    db.session.add(aff)
-    db.session.flush()
+    aff = make_affiliation(db.session, user=requester, institution=inst, title="postdoc")
     affiliation_requested(db.session, aff)
     db.session.commit()
 
@@ -115,13 +107,9 @@ def test_optional_kind_carries_one_click_unsubscribe_that_works(
     )
     assert resp.status_code == 200
     # The next request is not mailed to the official any more (off), and nothing is queued.
-    aff2 = Affiliation(
-        user=make_user(db.session, email="second.live@example.org"),
-        institution=inst,
-        source=AffiliationSource.OFFICIAL_APPROVAL,
+    aff2 = make_affiliation(
+        db.session, user=make_user(db.session, email="second.live@example.org"), institution=inst
     )
-    db.session.add(aff2)
-    db.session.flush()
     affiliation_requested(db.session, aff2)
     db.session.commit()
     assert deliver_pending(db.session).total == 0
@@ -308,11 +296,11 @@ def test_resend_after_crash_keeps_the_message_id(live: Flask, live_smtp: SmtpSer
     from portal.notifications import delivery
 
     real_finish = delivery._finish
-    delivery._finish = lambda *a, **k: None  # type: ignore[assignment]  # the crash
+    delivery._finish = lambda *a, **k: None  # the crash
     try:
         deliver_pending(db.session)
     finally:
-        delivery._finish = real_finish  # type: ignore[assignment]
+        delivery._finish = real_finish
     db.session.rollback()
     assert deliver_pending(db.session).total == 0, "leased rows are not taken again early"
     later = utcnow() + dt.timedelta(seconds=live.config["MAIL_CLAIM_SECONDS"] + 1)

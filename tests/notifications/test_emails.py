@@ -22,12 +22,12 @@ from portal.institutions.emails import (
     affiliation_requested,
     remind_pending_request,
 )
-from portal.institutions.models import Affiliation, AffiliationSource, AffiliationState
+from portal.institutions.models import Affiliation, AffiliationState
 from portal.institutions.services import decide_affiliation, withdraw_affiliation_request
 from portal.notifications.models import Delivery, OutboxMessage, OutboxState
 from portal.notifications.rendering import build_message, render_email
 from portal.notifications.services import send_digests, set_preferences
-from tests.factories import make_institution, make_user
+from tests.factories import make_affiliation, make_institution, make_user
 
 EXPECTED = Path(__file__).parent / "expected"
 TOKEN = re.compile(r"/notifications/unsubscribe/[A-Za-z0-9_.\-]+")
@@ -63,15 +63,9 @@ def _request(db: Session) -> tuple[Affiliation, User]:
         email="olivia@northlake.edu",
     )
     requester = make_user(db, display_name="Nia Newcomer", email="nia@gmail.example")
-    aff = Affiliation(
-        user=requester,
-        institution=inst,
-        source=AffiliationSource.OFFICIAL_APPROVAL,
-        title="postdoc",
-        requested_at=REQUESTED_AT,
+    aff = make_affiliation(
+        db, user=requester, institution=inst, title="postdoc", requested_at=REQUESTED_AT
     )
-    db.add(aff)
-    db.flush()
     return aff, official
 
 
@@ -121,11 +115,7 @@ def test_affiliation_request_without_signing_official_goes_to_program_officers(
 ) -> None:
     inst = make_institution(db)
     officer = make_user(db, Role.PROGRAM_OFFICER, email="officer@atom-lab.org")
-    aff = Affiliation(
-        user=make_user(db), institution=inst, source=AffiliationSource.OFFICIAL_APPROVAL
-    )
-    db.add(aff)
-    db.flush()
+    aff = make_affiliation(db, user=make_user(db), institution=inst)
     with app.app_context():
         affiliation_requested(db, aff)
     assert [m.recipient_id for m in _outbox(db)] == [officer.id]
@@ -197,9 +187,7 @@ def test_headers_are_safe_from_user_text(app: Flask, db: Session) -> None:
         display_name="Mallory\r\nBcc: victim@example.org\r\nX-Injected: yes",
         email="mallory@example.org",
     )
-    aff = Affiliation(user=requester, institution=inst, source=AffiliationSource.OFFICIAL_APPROVAL)
-    db.add(aff)
-    db.flush()
+    aff = make_affiliation(db, user=requester, institution=inst)
     with app.app_context():
         affiliation_requested(db, aff)
         welcome(db, requester)

@@ -17,7 +17,6 @@ from portal.core.errors import (
     ValidationError,
 )
 from portal.core.models import utcnow
-from portal.institutions.models import Affiliation, AffiliationSource
 from portal.notifications.models import (
     Delivery,
     NotificationPreference,
@@ -34,7 +33,7 @@ from portal.notifications.services import (
     set_preferences,
     unsubscribe,
 )
-from tests.factories import make_institution, make_user
+from tests.factories import make_affiliation, make_institution, make_user
 
 OPTIONAL = "institutions/affiliation_requested"
 MANDATORY = "institutions/affiliation_decided"
@@ -159,22 +158,11 @@ def test_reminders_are_sent_once_per_period(app: Flask, db: Session) -> None:
     inst = make_institution(db)
     official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
     old_user, fresh_user = make_user(db), make_user(db)
-    old = Affiliation(
-        user=old_user,
-        institution=inst,
-        source=AffiliationSource.OFFICIAL_APPROVAL,
-        requested_at=utcnow() - dt.timedelta(days=10),
+    old = make_affiliation(
+        db, user=old_user, institution=inst, requested_at=utcnow() - dt.timedelta(days=10)
     )
-    db.add(old)
     monday = dt.datetime(2026, 11, 30, 8, tzinfo=dt.UTC)
-    fresh = Affiliation(
-        user=fresh_user,
-        institution=inst,
-        source=AffiliationSource.OFFICIAL_APPROVAL,
-        requested_at=monday,
-    )
-    db.add(fresh)
-    db.flush()
+    fresh = make_affiliation(db, user=fresh_user, institution=inst, requested_at=monday)
     from portal.notifications.reminders import all_rules
 
     rules = [r for r in all_rules() if r.key == "institutions.affiliation_pending"]

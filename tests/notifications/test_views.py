@@ -21,7 +21,14 @@ from portal.notifications.kinds import optional_kinds
 from portal.notifications.models import Delivery, NotificationPreference, OutboxMessage, OutboxState
 from portal.notifications.rendering import unsubscribe_token
 from tests.conftest import login
-from tests.factories import LOGGED_IN, ROLE_NAMES, make_actor, make_institution, make_user
+from tests.factories import (
+    LOGGED_IN,
+    ROLE_NAMES,
+    make_actor,
+    make_institution,
+    make_outbox_message,
+    make_user,
+)
 from tests.support.matrix import Case, case, check_route, matrix_params
 
 ADMIN = {"admin"}
@@ -35,7 +42,8 @@ def _settings_form(**overrides: str) -> dict[str, str]:
 
 
 def _dead_message(db: Session) -> OutboxMessage:
-    msg = OutboxMessage(
+    return make_outbox_message(
+        db,
         message_id="<dead-1@atom-lab.org>",
         template="auth/welcome",
         to_addr="bounce@example.org",
@@ -44,9 +52,6 @@ def _dead_message(db: Session) -> OutboxMessage:
         attempts=1,
         last_error="550 5.1.1 No such user here",
     )
-    db.add(msg)
-    db.flush()
-    return msg
 
 
 @pytest.fixture
@@ -133,15 +138,14 @@ def test_route_by_role(
 def test_outbox_lists_searches_and_pages(client: FlaskClient, db: Session, app: Flask) -> None:
     login(client, make_user(db, Role.ADMIN))
     for i in range(30):
-        db.add(
-            OutboxMessage(
-                message_id=f"<m{i}@atom-lab.org>",
-                template="auth/welcome",
-                to_addr=f"user{i:02d}@example.org",
-                subject=f"Subject {i:02d}",
-                context={},
-                state=OutboxState.QUEUED,
-            )
+        make_outbox_message(
+            db,
+            message_id=f"<m{i}@atom-lab.org>",
+            template="auth/welcome",
+            to_addr=f"user{i:02d}@example.org",
+            subject=f"Subject {i:02d}",
+            context={},
+            state=OutboxState.QUEUED,
         )
     _dead_message(db)
     db.flush()
