@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -13,19 +12,10 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from portal import create_app
-from portal.auth.models import User
 from portal.extensions import db as _db
 from tests.databases import IN_CI, temporary_database
 from tests.notifications.smtp import no_unexpected_smtp  # noqa: F401 - autouse: no stray SMTP
-
-TEST_CONFIG: dict[str, Any] = {
-    "ENV": "testing",
-    "TESTING": True,
-    "SECRET_KEY": "test-secret-key-that-is-long-enough-for-prod",
-    "WTF_CSRF_ENABLED": False,
-    "RATELIMIT_ENABLED": False,
-    "SERVER_NAME": "portal.test",
-}
+from tests.support.app import TEST_CONFIG
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -87,29 +77,6 @@ def csrf_enabled(app: Flask) -> Iterator[None]:
     app.config["WTF_CSRF_ENABLED"] = True
     yield
     app.config["WTF_CSRF_ENABLED"] = False
-
-
-def login(client: FlaskClient, user: User) -> FlaskClient:
-    """Start a session for ``user`` the way the login view does after a successful OIDC login:
-    a server-side session record (in the test's session, so it is rolled back) and its token in
-    a fresh cookie session."""
-    from sqlalchemy import inspect
-
-    from portal.auth.services import start_session
-    from portal.auth.sessions import SESSION_TOKEN_KEY
-
-    session = inspect(user).session
-    assert session is not None, "login() needs a user from the test's database session"
-    _, token = start_session(session, user, identity=None, ip="127.0.0.1", user_agent="pytest")
-    # The test's own session only releases a savepoint here (the test is still rolled back).
-    session.commit()
-    with client.session_transaction() as s:
-        s.clear()
-        s["_user_id"] = user.get_id()
-        s["_fresh"] = True
-        s[SESSION_TOKEN_KEY] = token
-        s.permanent = True
-    return client
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -14,7 +14,7 @@ from portal.auth.models import User
 from portal.dev.demo import load_if_empty
 from portal.extensions import db
 from tests.browser import chromium, serve
-from tests.conftest import TEST_CONFIG
+from tests.support.app import TEST_CONFIG
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from portal.auth.models import Role
-from tests.conftest import login
 from tests.factories import make_user
+from tests.support.app import login
 
 #: Routes that anonymous visitors may load, and why.
 PUBLIC = {

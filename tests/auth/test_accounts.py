@@ -17,7 +17,8 @@ from portal.institutions.models import (
     AffiliationState,
     InstitutionState,
 )
-from tests.auth.conftest import (
+from tests.factories import make_institution
+from tests.support.oidc import (
     add_provider,
     authorize_at_mock,
     logged_in_user_id,
@@ -26,7 +27,6 @@ from tests.auth.conftest import (
     set_claims,
     start_login,
 )
-from tests.factories import make_institution
 
 
 def _affiliations(db: Session, uid: int) -> list[Affiliation]:

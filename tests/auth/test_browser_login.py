@@ -15,9 +15,9 @@ from portal import create_app
 from portal.dev.demo import PENDING_REQUESTS, PEOPLE, load_if_empty
 from portal.dev.idp import demo_claims
 from portal.extensions import db
-from tests.auth.conftest import mock_idp_process
 from tests.browser import chromium, serve
-from tests.conftest import TEST_CONFIG
+from tests.support.app import TEST_CONFIG
+from tests.support.oidc import mock_idp_process
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from portal.dev.demo import load
 from portal.dev.idp import start_demo_idp
-from tests.auth.conftest import free_port, oidc_login
+from tests.support.oidc import free_port, oidc_login
 
 # oidc-provider-mock runs in this process here (as in `make run`) and uses deprecated Authlib APIs.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

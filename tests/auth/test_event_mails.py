@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 from portal.auth.models import IdentityProvider, Role
 from portal.institutions.models import Affiliation, AffiliationState
 from portal.notifications.models import OutboxMessage
-from tests.auth.conftest import oidc_login, set_claims
-from tests.conftest import login
 from tests.factories import make_institution, make_user
+from tests.support.app import login
+from tests.support.oidc import oidc_login, set_claims
 
 
 def _mails(db: Session, template: str) -> list[OutboxMessage]:

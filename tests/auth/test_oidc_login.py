@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from portal.auth.models import Identity, IdentityProvider, LoginSession, OAuthLoginState, User
 from portal.core.audit import AuditEvent
-from tests.auth.conftest import (
+from tests.auth.stub_idp import StubIdP
+from tests.support.oidc import (
     add_provider,
     authorize_at_mock,
     authorize_at_stub,
@@ -23,7 +24,6 @@ from tests.auth.conftest import (
     set_claims,
     start_login,
 )
-from tests.auth.stub_idp import StubIdP
 
 
 def _failures(db: Session) -> list[str]:
@@ -421,7 +421,7 @@ def test_rfc9207_iss_parameter_missing_when_promised_is_refused(
 
 
 def test_unreachable_provider_fails_with_a_clear_message(client: FlaskClient, db: Session) -> None:
-    from tests.auth.conftest import free_port
+    from tests.support.oidc import free_port
 
     add_provider(db, "idp-a", f"http://127.0.0.1:{free_port()}")
     resp = client.post("/auth/login/idp-a", data={"next": ""})

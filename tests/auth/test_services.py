@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from portal.auth.models import IdentityProvider, ProviderKind
 from portal.auth.services import save_provider, seed_providers
 from portal.core.errors import ValidationError
-from tests.auth.conftest import add_provider
 from tests.factories import make_institution
+from tests.support.oidc import add_provider
 
 ALLOWED = ["RS256", "ES256", "HS256", "none"]  # a careless configuration
 

@@ -16,9 +16,9 @@ from portal.auth.models import IdentityProvider, LoginSession, Role, User
 from portal.auth.services import set_user_disabled
 from portal.core.audit import AuditEvent
 from portal.extensions import db as _db
-from tests.auth.conftest import logged_in_user_id, oidc_login, set_claims
-from tests.conftest import TEST_CONFIG, login
 from tests.factories import make_user
+from tests.support.app import TEST_CONFIG, login
+from tests.support.oidc import logged_in_user_id, oidc_login, set_claims
 
 
 def _cookie(client: FlaskClient) -> str:

@@ -18,8 +18,6 @@ from portal.institutions.models import (
     AffiliationState,
     Institution,
 )
-from tests.auth.conftest import add_provider
-from tests.conftest import login
 from tests.factories import (
     LOGGED_IN,
     ROLE_NAMES,
@@ -28,7 +26,9 @@ from tests.factories import (
     make_institution,
     make_user,
 )
+from tests.support.app import login
 from tests.support.matrix import Case, case, check_route, matrix_params
+from tests.support.oidc import add_provider
 
 
 @dataclass

@@ -12,8 +12,8 @@ from portal import create_app
 from portal.extensions import db
 from portal.notifications.delivery import deliver_pending
 from portal.notifications.services import enqueue_email
-from tests.conftest import TEST_CONFIG
 from tests.notifications.smtp import SmtpServer, allow_smtp
+from tests.support.app import TEST_CONFIG
 
 MAILS = 1000
 

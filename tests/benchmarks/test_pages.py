@@ -20,7 +20,7 @@ from portal.dev.datagen import Scale, generate
 from portal.dev.demo import load_if_empty
 from portal.extensions import db
 from portal.institutions.models import Institution
-from tests.conftest import TEST_CONFIG, login
+from tests.support.app import TEST_CONFIG, login
 
 ROUNDS = 40
 

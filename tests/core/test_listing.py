@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from portal.auth.models import Role
 from portal.core.listing import csv_response, like_pattern
-from tests.conftest import login
 from tests.factories import make_institution, make_user
+from tests.support.app import login
 
 
 def test_like_pattern_takes_wildcards_literally() -> None:

@@ -12,8 +12,8 @@ from flask_migrate import upgrade
 
 from portal import create_app
 from portal.extensions import db
-from tests.conftest import TEST_CONFIG
 from tests.databases import temporary_database
+from tests.support.app import TEST_CONFIG
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])

@@ -9,8 +9,8 @@ from portal.core import audit
 from portal.institutions.models import (
     InstitutionState,
 )
-from tests.conftest import login
 from tests.factories import make_affiliation, make_institution, make_user
+from tests.support.app import login
 
 
 def test_start_page_invites_anonymous_visitors(client: FlaskClient, db: Session) -> None:

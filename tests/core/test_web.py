@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from portal import create_app
 from portal.auth.models import Role
 from portal.extensions import db as _db
-from tests.conftest import TEST_CONFIG, login
 from tests.factories import make_user
+from tests.support.app import TEST_CONFIG, login
 
 REQUIRED_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from portal.auth.models import Role
 from portal.institutions.models import Institution, InstitutionState
-from tests.conftest import login
 from tests.factories import LOGGED_IN, ROLE_NAMES, make_actor, make_institution, make_user
+from tests.support.app import login
 from tests.support.matrix import Case, case, check_route, matrix_params
 
 STAFF = {"officer", "admin"}

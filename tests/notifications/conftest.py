@@ -9,14 +9,12 @@ mail after each test.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import delete
 
-from portal import create_app
 from portal.extensions import db as _db
 from portal.notifications.models import (
     DeliveryAttempt,
@@ -24,9 +22,9 @@ from portal.notifications.models import (
     OutboxMessage,
     SentReminder,
 )
-from tests.conftest import TEST_CONFIG
-from tests.databases import temporary_database
 from tests.notifications.smtp import SmtpServer
+from tests.support.live import LIVE_DATABASES
+from tests.support.live import live_app as live_app_on
 
 MAIL_CONFIG: dict[str, Any] = {
     "MAIL_SERVER": "127.0.0.1",
@@ -48,20 +46,13 @@ def smtp_server(app: Flask) -> Iterator[SmtpServer]:
         app.config.update(saved)
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session", params=LIVE_DATABASES)
 def live_app(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Flask]:
     """An app on its own database where commits are real (both SQLite and PostgreSQL)."""
-    folder: Path = tmp_path_factory.mktemp("live")
-    with temporary_database(request.param, folder) as url:
-        app = create_app({**TEST_CONFIG, **MAIL_CONFIG, "DATABASE_URL": url})
-        with app.app_context():
-            _db.create_all()
+    with live_app_on(request.param, tmp_path_factory.mktemp("live"), MAIL_CONFIG) as app:
         yield app
-        with app.app_context():
-            _db.session.remove()
-            _db.engine.dispose()
 
 
 @pytest.fixture

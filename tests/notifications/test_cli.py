@@ -23,9 +23,9 @@ from portal.institutions.emails import affiliation_requested
 from portal.notifications.delivery import deliver_pending
 from portal.notifications.models import Delivery, OutboxMessage, OutboxState, SentReminder
 from portal.notifications.services import enqueue_email, set_preferences
-from tests.conftest import TEST_CONFIG
 from tests.factories import make_affiliation, make_institution, make_user
 from tests.notifications.smtp import SmtpServer
+from tests.support.app import TEST_CONFIG
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from portal.institutions.emails import affiliation_requested
 from portal.notifications.delivery import backoff, deliver_pending
 from portal.notifications.models import DeliveryAttempt, OutboxMessage, OutboxState
 from portal.notifications.services import enqueue_email
-from tests.conftest import login
 from tests.factories import make_affiliation, make_institution, make_user
 from tests.notifications.smtp import SmtpServer, allow_smtp
+from tests.support.app import login
 
 URL = re.compile(r"https?://[^\s<>\"]+")
 

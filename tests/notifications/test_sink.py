@@ -11,9 +11,9 @@ from portal.auth.models import Role
 from portal.dev.mail import start_dev_mail
 from portal.dev.sink import free_port, read_sink
 from portal.extensions import db
-from tests.conftest import login
 from tests.factories import make_user
 from tests.notifications.smtp import allow_smtp
+from tests.support.app import login
 
 
 def test_demo_mail_arrives_in_the_sink_and_admins_read_it(live: Flask, tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from portal.notifications.forms import field_name
 from portal.notifications.kinds import optional_kinds
 from portal.notifications.models import Delivery, NotificationPreference, OutboxMessage, OutboxState
 from portal.notifications.rendering import unsubscribe_token
-from tests.conftest import login
 from tests.factories import (
     LOGGED_IN,
     ROLE_NAMES,
@@ -29,6 +28,7 @@ from tests.factories import (
     make_outbox_message,
     make_user,
 )
+from tests.support.app import login
 from tests.support.matrix import Case, case, check_route, matrix_params
 
 ADMIN = {"admin"}

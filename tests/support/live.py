@@ -34,8 +34,8 @@ from portal.auth.models import User
 from portal.auth.services import start_session
 from portal.auth.sessions import SESSION_TOKEN_KEY
 from portal.extensions import db
-from tests.conftest import TEST_CONFIG
 from tests.databases import temporary_database
+from tests.support.app import TEST_CONFIG
 
 #: The databases every live test runs on (PostgreSQL is skipped locally, required under CI=true).
 LIVE_DATABASES = ("sqlite", "postgresql")
