@@ -28,10 +28,6 @@ class StartLoginForm(FlaskForm):
     institution_id = IntegerField(validators=[Optional()])
 
 
-class ConfirmForm(FlaskForm):
-    """A bare POST (logout, unlink, enable): only the CSRF token."""
-
-
 class DisableUserForm(FlaskForm):
     reason = TextAreaField("Reason", validators=[Optional(), Length(max=500)])
 
