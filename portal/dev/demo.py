@@ -87,7 +87,35 @@ INSTITUTIONS = [
         "https://lpd.edu.ng",
         (),
     ),
+    # A real ROR record (shared/data/ror), so the suspended partner has a genuine ROR id.
+    DemoInstitution(
+        "uw",
+        "University Centre of the Westfjords",
+        "UW",
+        "https://ror.org/00z2vfv58",
+        "IS",
+        ("uw.is",),
+        "https://www.uw.is",
+        ("start_review", "approve", "suspend"),
+    ),
+    # An application withdrawn before review: no ROR id was ever given.
+    DemoInstitution(
+        "ala",
+        "Altiplano Institute of Data Science (demo)",
+        "AIDS",
+        "",
+        "BO",
+        (),
+        "",
+        ("withdraw",),
+    ),
 ]
+
+#: The reason given for each lifecycle action that needs one.
+REASONS = {
+    "suspend": "The partnership agreement lapsed; suspended until the renewal is signed.",
+    "withdraw": "The institute decided to join through its national consortium instead.",
+}
 
 
 @dataclass(frozen=True)
@@ -135,6 +163,20 @@ PEOPLE = [
 #: People who asked to join an institution and still wait for its signing official.
 PENDING_REQUESTS = [
     DemoPerson("newcomer", "Nia Newcomer", "nia@gmail.example", (), "postdoc"),
+]
+
+#: Earlier requests to join Northlake and how they ended (the official's lists show every state).
+SETTLED_REQUESTS = [
+    (
+        DemoPerson("visitor", "Victor Visitor", "victor@mail.example", (), "visiting student"),
+        "reject",
+        "We have no record of a visiting appointment; ask your host to confirm it.",
+    ),
+    (
+        DemoPerson("changed-mind", "Mira Changed", "mira@mail.example", (), "postdoc"),
+        "withdraw",
+        "",
+    ),
 ]
 
 
@@ -189,13 +231,15 @@ def load(session: AnySession) -> dict[str, int]:
             actor=bootstrap,
             name=d.name,
             country=d.country,
-            ror_id=d.ror,
+            ror_id=d.ror or None,
             short_name=d.short,
-            website=d.website,
+            website=d.website or None,
             domains=d.domains,
         )
         for action in d.path:
-            institutions.transition(session, inst, action, actor=bootstrap)
+            institutions.transition(
+                session, inst, action, actor=bootstrap, reason=REASONS.get(action)
+            )
         insts[d.key] = inst
 
     issuer = demo_issuer()
@@ -236,6 +280,18 @@ def load(session: AnySession) -> dict[str, int]:
                 source=AffiliationSource.OFFICIAL_APPROVAL,
             )
         )
+    official = session.scalars(
+        select(User).join(Identity).where(Identity.subject == "official", Identity.issuer == issuer)
+    ).one()
+    for person, action, reason in SETTLED_REQUESTS:
+        user = _person(session, person, issuer)
+        request = institutions.request_affiliation(
+            session, insts["north"], actor=user, title=person.title
+        )
+        if action == "withdraw":
+            institutions.withdraw_affiliation_request(session, request, actor=user)
+        else:
+            institutions.decide_affiliation(session, request, action, actor=official, reason=reason)
     bootstrap.is_disabled = True  # the setup account never logs in
     session.flush()
     return {

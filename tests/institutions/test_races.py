@@ -168,19 +168,28 @@ def test_two_officials_deciding_one_affiliation_request_leave_exactly_one_decisi
         if state in (AffiliationState.ACTIVE, AffiliationState.REJECTED) and not any(
             p.endswith("redirect") for p in problems
         ):
+            by_approver, by_rejecter = (approving, approved), (rejecting, rejected)
             if state == AffiliationState.ACTIVE:
-                winner, won, loser, lost = approving, approved, rejecting, rejected
+                problems += _who_was_told_what(winner=by_approver, loser=by_rejecter)
             else:
-                winner, won, loser, lost = rejecting, rejected, approving, approved
-            if not was_told_success(told(winner, won)):
-                problems.append("the winner was not told the decision was made")
-            loser_told = told(loser, lost)
-            if not was_told_conflict(loser_told):
-                problems.append(f"the loser was not told of the conflict: {loser_told}")
+                problems += _who_was_told_what(winner=by_rejecter, loser=by_approver)
         if problems:
             broken[attempt] = problems
 
     assert not broken, report(broken)
+
+
+def _who_was_told_what(
+    winner: tuple[FlaskClient, TestResponse], loser: tuple[FlaskClient, TestResponse]
+) -> list[str]:
+    """The one whose decision stands was told it was made; the other, that it was already taken."""
+    problems = []
+    if not was_told_success(told(*winner)):
+        problems.append("the winner was not told the decision was made")
+    loser_told = told(*loser)
+    if not was_told_conflict(loser_told):
+        problems.append(f"the loser was not told of the conflict: {loser_told}")
+    return problems
 
 
 # --- Institutions ---------------------------------------------------------------------------------
@@ -300,15 +309,11 @@ def test_two_officers_suspending_one_institution_leave_exactly_one_suspension(
             problems.append(f"the suspension is logged as {events[0][2]} → {events[0][3]}")
         if len(events) == 1 and not any(p.endswith("redirect") for p in problems):
             winner_id = events[0][0]
+            one, two = (first, first_response), (second, second_response)
             if winner_id == first_id:
-                winner, won, loser, lost = first, first_response, second, second_response
+                problems += _who_was_told_what(winner=one, loser=two)
             else:
-                winner, won, loser, lost = second, second_response, first, first_response
-            if not was_told_success(told(winner, won)):
-                problems.append("the officer who suspended it was not told so")
-            loser_told = told(loser, lost)
-            if not was_told_conflict(loser_told):
-                problems.append(f"the other officer was not told of the conflict: {loser_told}")
+                problems += _who_was_told_what(winner=two, loser=one)
         if problems:
             broken[attempt] = problems
 
