@@ -16,6 +16,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from portal import extensions
     from portal.config import load_config
     from portal.core import web
+    from portal.core.cli import audit_cli
     from portal.core.database import configure_engine
     from portal.core.views import bp as core_bp
 
@@ -48,6 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     extensions.limiter.init_app(app)
     web.init_app(app)
     app.register_blueprint(core_bp)
+    app.cli.add_command(audit_cli)
     for name in DOMAINS:
         importlib.import_module(name).init_app(app)
     return app

@@ -8,7 +8,9 @@ without the prefix, as most hosting platforms set them that way. README.md lists
 
 from __future__ import annotations
 
+import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,9 @@ from flask import Flask
 #: The development key; the app refuses to start in production with it (or with any short key).
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"  # noqa: S105
 MIN_SECRET_KEY_LENGTH = 32
+#: Estimated entropy a production key must carry: 32 random hex digits (128 bits) estimate at
+#: ~115, ``secrets.token_urlsafe(48)`` at ~320; ``changeme`` four times at 22.
+MIN_SECRET_KEY_BITS = 96
 
 DEFAULTS: dict[str, Any] = {
     # "development" (make run), "testing" (pytest) or "production".
@@ -38,6 +43,10 @@ DEFAULTS: dict[str, Any] = {
     "PREFERRED_URL_SCHEME": "https",
     # Show the demo banner and demo-only pages (local mail viewer).
     "DEMO_MODE": False,
+    # Refused requests: the first of each kind per person (or address) and window is an audit
+    # event, repeats are counted; beyond the limit in a window the answer is 429.
+    "REFUSAL_WINDOW_SECONDS": 60,
+    "REFUSAL_LIMIT": 60,
     # --- Institutional login (portal/auth) ---
     # Minutes without a request after which a login session ends.
     "SESSION_IDLE_MINUTES": 60,
@@ -62,9 +71,17 @@ DEFAULTS: dict[str, Any] = {
     "OIDC_PROVIDERS": [],
     # Flask-Limiter limit on the login endpoints, per client address.
     "AUTH_RATE_LIMIT": "20 per minute",
+    # Hours a "verify your e-mail address" link stays valid.
+    "EMAIL_VERIFY_MAX_AGE_HOURS": 48,
     # How many reverse proxies stand in front of the app; their X-Forwarded-For/-Proto/-Host
     # headers are trusted for that many hops (client IP in the audit log and rate limits, https URLs).
     "TRUSTED_PROXIES": 0,
+    # --- Institutions (portal/institutions) ---
+    # Nameservers asked when checking a domain's TXT record ("Check DNS now"), e.g.
+    # ["9.9.9.9", "[2620:fe::fe]:53", "10.0.0.2:5353"]; empty: the system's resolvers.
+    "DNS_NAMESERVERS": [],
+    # Seconds to wait for DNS before telling the person to try again later.
+    "DNS_TIMEOUT_SECONDS": 5,
     # --- E-mail (portal/notifications) ---
     # Where people reach the portal; e-mails link there (the mail worker runs outside requests).
     "BASE_URL": "http://127.0.0.1:5000",
@@ -128,6 +145,15 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
         if not app.config["SECRET_KEY"]:
             app.config["SECRET_KEY"] = DEV_SECRET_KEY
     _check_secret_key(app.config["SECRET_KEY"], env)
+    if env == "production" and (app.debug or app.config.get("DEBUG")):
+        raise ConfigError(
+            "Debug mode is on (FLASK_DEBUG); it must be off in production: the debugger runs code."
+        )
+    if env == "production":
+        # Browsers send __Host- cookies only over HTTPS, for this host, for every path.
+        app.config["SESSION_COOKIE_NAME"] = "__Host-" + app.config[
+            "SESSION_COOKIE_NAME"
+        ].removeprefix("__Host-")
 
     url = app.config["DATABASE_URL"] or f"sqlite:///{Path(app.instance_path) / 'portal.sqlite3'}"
     app.config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(url)
@@ -140,11 +166,26 @@ def _check_secret_key(key: str | None, env: str) -> None:
         raise ConfigError("SECRET_KEY is not set; production needs a long random secret.")
     if key == DEV_SECRET_KEY:
         raise ConfigError("SECRET_KEY is the development default; set a long random secret.")
+    advice = 'use e.g. python -c "import secrets; print(secrets.token_urlsafe(48))".'
     if len(key) < MIN_SECRET_KEY_LENGTH:
         raise ConfigError(
-            f"SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters; "
-            'use e.g. python -c "import secrets; print(secrets.token_urlsafe(48))".'
+            f"SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters; {advice}"
         )
+    if secret_key_bits(key) < MIN_SECRET_KEY_BITS:
+        raise ConfigError(f"SECRET_KEY is too predictable (repeated or few characters); {advice}")
+
+
+def secret_key_bits(key: str) -> float:
+    """A conservative estimate of a key's entropy: the Shannon entropy of its characters times the
+    length of its shortest repeating unit (``changeme`` four times counts once)."""
+    unit = key
+    for size in range(1, len(key) // 2 + 1):
+        if len(key) % size == 0 and key[:size] * (len(key) // size) == key:
+            unit = key[:size]
+            break
+    counts = Counter(unit)
+    per_char = -sum(n / len(unit) * math.log2(n / len(unit)) for n in counts.values())
+    return per_char * len(unit)
 
 
 def normalise_database_url(url: str) -> str:

@@ -12,6 +12,8 @@ from portal.institutions.models import (
     Affiliation,
     AffiliationSource,
     AffiliationState,
+    DomainProof,
+    DomainState,
     Institution,
     InstitutionDomain,
     InstitutionState,
@@ -39,10 +41,20 @@ def make_institution(
         state=state,
         **kw,
     )
-    inst.domains.append(InstitutionDomain(domain=f"uni{n}.edu"))
+    inst.all_domains.append(make_domain(f"uni{n}.edu"))
     session.add(inst)
     session.flush()
     return inst
+
+
+def make_domain(domain: str, *, state: DomainState = DomainState.VERIFIED) -> InstitutionDomain:
+    """A claimed e-mail domain, verified (by staff) unless told otherwise; add it to an
+    institution's ``all_domains``."""
+    if state == DomainState.PENDING:
+        return InstitutionDomain(domain=domain, state=state)
+    return InstitutionDomain(
+        domain=domain, state=state, method=DomainProof.STAFF, verified_at=utcnow()
+    )
 
 
 def make_user(

@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
+from werkzeug.routing import IntegerConverter
 
 from portal.auth.models import Role
 from tests.factories import make_user
@@ -35,7 +36,7 @@ def _routes(app: Flask) -> list[tuple[str, str, str]]:
         values = {}
         for arg in rule.arguments:
             conv = rule._converters[arg]  # a rule keeps its converters only here
-            values[arg] = 987654 if type(conv).__name__ == "IntegerConverter" else "nothing-here"
+            values[arg] = 987654 if isinstance(conv, IntegerConverter) else "nothing-here"
         path = rule.build(values, append_unknown=False)[1]  # type: ignore[index]
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             out.append((rule.endpoint, method, path))

@@ -77,14 +77,40 @@ def _domain_matches(domain: str, institution: Institution) -> bool:
     return any(domain == d.domain or domain.endswith("." + d.domain) for d in institution.domains)
 
 
-def affiliation_evidence(provider: IdentityProvider, claims: dict[str, Any]) -> list[Evidence]:
-    """Institutions (partners only) that these verified claims from ``provider`` vouch for."""
+def speaks_for(provider: IdentityProvider, claims: dict[str, Any]) -> list[Institution]:
+    """The partner institutions this login may vouch for, or stop vouching for: those ``provider``
+    serves; for a federation proxy, only the campus named by the ``idp`` claim."""
     if provider.kind == ProviderKind.FEDERATION:
         idp = claim_str(claims, "idp", 500)
         candidates = [pi.institution for pi in provider.served if idp and pi.entity_id == idp]
     else:
         candidates = [pi.institution for pi in provider.served]
-    candidates = [i for i in candidates if i.is_partner]
+    return [i for i in candidates if i.is_partner]
+
+
+def missing_evidence(
+    provider: IdentityProvider, claims: dict[str, Any], institution: Institution
+) -> str:
+    """Why these claims from ``provider`` no longer vouch for ``institution``, in words for the
+    person and the audit log (which evidence is gone)."""
+    domains = ", ".join(d.domain for d in institution.domains) or "none"
+    email, verified = email_of(claims)
+    if email is None:
+        about_email = "it sends no e-mail address"
+    elif not verified:
+        about_email = f"it does not state that your address {email} is verified"
+    else:
+        about_email = f"your verified address {email} is in none of them"
+    return (
+        f"{provider.name} no longer vouches for your membership of {institution.name} "
+        f"(domains: {domains}): {about_email}, and it sends no eduPersonScopedAffiliation "
+        "scoped to them."
+    )
+
+
+def affiliation_evidence(provider: IdentityProvider, claims: dict[str, Any]) -> list[Evidence]:
+    """Institutions (partners only) that these verified claims from ``provider`` vouch for."""
+    candidates = speaks_for(provider, claims)
     found: dict[int, Evidence] = {}
     for aff, scope in scoped_affiliations(claims):
         for inst in candidates:

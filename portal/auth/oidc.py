@@ -25,6 +25,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -153,6 +154,26 @@ def _fetch_metadata(provider: IdentityProvider) -> dict[str, Any]:
     with _metadata_lock:
         _metadata_cache[key] = (time.monotonic(), metadata)
     return metadata
+
+
+def login_origins(providers: Iterable[IdentityProvider]) -> list[str]:
+    """Where a login form on a page may send the browser on (the CSP's ``form-action``): each
+    provider's issuer and discovery origins, and its authorization endpoint's origin when its
+    discovery document is cached (usually the same origin)."""
+    urls: list[str] = []
+    with _metadata_lock:
+        for p in providers:
+            urls += [p.issuer, p.metadata_url]
+            hit = _metadata_cache.get((p.metadata_url, p.issuer))
+            if hit:
+                urls.append(str(hit[1]["authorization_endpoint"]))
+    origins = []
+    for url in urls:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if parts.scheme in ("http", "https") and parts.netloc and origin not in origins:
+            origins.append(origin)
+    return origins
 
 
 def client_secret(provider: IdentityProvider) -> str | None:

@@ -11,6 +11,8 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select, update
 
 from portal.auth import claims as claim_rules
@@ -118,10 +120,24 @@ def complete_login(
         user.email, user.email_verified = email, False
     user.last_login_at = now
     session.flush()
-    for ev in claim_rules.affiliation_evidence(provider, dict(claims)):
+    evidence = claim_rules.affiliation_evidence(provider, dict(claims))
+    for ev in evidence:
         institution_services.affiliate_from_idp(
             session, user, ev.institution, title=ev.title, basis=ev.basis, value=ev.value
         )
+    # Re-evaluated at every login: where this provider speaks for an institution but its claims
+    # no longer vouch, an affiliation that rested on its claims ends.
+    supported = {ev.institution.id for ev in evidence}
+    institution_services.end_idp_affiliations(
+        session,
+        user,
+        {
+            inst.id: claim_rules.missing_evidence(provider, dict(claims), inst)
+            for inst in claim_rules.speaks_for(provider, dict(claims))
+            if inst.id not in supported
+        },
+        provider=provider.slug,
+    )
     if created:
         auth_emails.welcome(session, user)
     if link_to is None:
@@ -148,6 +164,77 @@ def unlink_identity(session: AnySession, identity: Identity, *, actor: User) -> 
     session.delete(identity)
     session.flush()
     session.expire(actor, ["identities"])
+
+
+# --- verifying a contact address ---------------------------------------------------------------
+
+#: Signs e-mail verification links (only for this purpose: other signed values never pass as one).
+_VERIFY_SALT = "auth.verify-email"
+
+
+def _verify_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_VERIFY_SALT)
+
+
+def send_email_verification(session: AnySession, user: User) -> str:
+    """Mail ``user``'s unverified address one signed link that confirms it (valid for
+    ``EMAIL_VERIFY_MAX_AGE_HOURS``); returns the address. The only mail an unverified address
+    ever gets, sent to the address as such."""
+    if user.email is None:
+        raise ValidationError("Your account has no e-mail address to verify.")
+    if user.email_verified:
+        raise ConflictError("Your e-mail address is already verified.")
+    token = _verify_serializer().dumps({"u": user.id, "e": user.email})
+    hours = int(current_app.config["EMAIL_VERIFY_MAX_AGE_HOURS"])
+    auth_emails.email_verification(session, user.email, token=token, hours=hours)
+    audit.record(session, "user.email_verification_sent", actor=user, obj=user, email=user.email)
+    return user.email
+
+
+def read_email_verification(token: str) -> tuple[int, str]:
+    """(user id, address) from a verification link's token; ValidationError when it is forged,
+    altered or older than ``EMAIL_VERIFY_MAX_AGE_HOURS``."""
+    max_age = int(float(current_app.config["EMAIL_VERIFY_MAX_AGE_HOURS"]) * 3600)
+    try:
+        data = _verify_serializer().loads(token[:1000], max_age=max_age)
+    except SignatureExpired:
+        raise ValidationError(
+            "This verification link has expired. Ask for a new one on your account page."
+        ) from None
+    except BadSignature:
+        raise ValidationError("This verification link is not valid.") from None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("u"), int)
+        or not isinstance(data.get("e"), str)
+    ):
+        raise ValidationError("This verification link is not valid.")
+    return data["u"], data["e"]
+
+
+def check_email_verification(user: User, token: str) -> str:
+    """The address a link would verify for ``user``: refused unless it was sent for this account
+    (so nobody else can confirm an address for an account they do not hold) and the address is
+    still the account's."""
+    user_id, email = read_email_verification(token)
+    if user_id != user.id:
+        raise PermissionDeniedError(
+            "This verification link was sent for another account. Log in as its holder."
+        )
+    if (user.email or "").lower() != email.lower():
+        raise ConflictError(f"{email} is no longer your address; this link verifies nothing now.")
+    return email
+
+
+def verify_email(session: AnySession, user: User, token: str) -> User:
+    """Mark ``user``'s address verified by the link mailed to it (see ``check_email_verification``);
+    confirming twice changes nothing more."""
+    email = check_email_verification(user, token)
+    if not user.email_verified:
+        user.email_verified = True
+        session.flush()
+        audit.record(session, "user.email_verify", actor=user, obj=user, email=email)
+    return user
 
 
 # --- server-side sessions ----------------------------------------------------------------------
@@ -188,16 +275,21 @@ def session_for_token(
     idle: dt.timedelta,
     absolute: dt.timedelta,
     touch_after: dt.timedelta = dt.timedelta(seconds=60),
+    read_only: bool = False,
 ) -> tuple[LoginSession | None, bool]:
     """(the live session with this token or None, whether anything was written). A session past
     its idle or absolute timeout is ended on the spot; a live one is marked seen (at most once a
-    minute, so most requests write nothing)."""
+    minute, so most requests write nothing). ``read_only``: change nothing, and say whether this
+    call would have written (the caller then calls again in a write transaction)."""
     record = session.scalar(
         select(LoginSession).where(LoginSession.token_hash == token_hash(token))
     )
     if record is None or record.ended_at is not None:
         return None, False
     now = utcnow()
+    if read_only:
+        stale = now - record.created_at > absolute or now - record.last_seen_at > idle
+        return (None if stale else record), stale or now - record.last_seen_at > touch_after
     if now - record.created_at > absolute:
         end_session(session, record, reason="expired")
         return None, True

@@ -8,6 +8,7 @@ from flask import current_app, session
 
 from portal.auth import services
 from portal.auth.models import User
+from portal.core.database import own_transaction
 from portal.extensions import db
 
 #: The session key holding the token of the server-side login session.
@@ -23,15 +24,16 @@ def load_user(user_id: str) -> User | None:
     if not isinstance(token, str) or not user_id.isdigit():
         return None
     cfg = current_app.config
-    record, changed = services.session_for_token(
-        db.session,
-        token,
-        idle=dt.timedelta(minutes=float(cfg["SESSION_IDLE_MINUTES"])),
-        absolute=dt.timedelta(hours=float(cfg["SESSION_ABSOLUTE_HOURS"])),
+    idle = dt.timedelta(minutes=float(cfg["SESSION_IDLE_MINUTES"]))
+    absolute = dt.timedelta(hours=float(cfg["SESSION_ABSOLUTE_HOURS"]))
+    record, must_write = services.session_for_token(
+        db.session, token, idle=idle, absolute=absolute, read_only=True
     )
-    if changed:
-        # Nothing else has happened in this request yet: the loader runs on first use of current_user.
-        db.session.commit()
+    if must_write:
+        # Most requests only read; this one must write (last seen, or the session ended). Do it
+        # again in a write transaction of its own (the loader runs before the view does anything).
+        with own_transaction(db.session):
+            record, _ = services.session_for_token(db.session, token, idle=idle, absolute=absolute)
     if record is None or record.user_id != int(user_id):
         return None
     user = db.session.get(User, record.user_id)

@@ -3,8 +3,6 @@ identities and sessions), and the admin pages for identity providers and users."
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import (
     Blueprint,
     abort,
@@ -41,12 +39,20 @@ from portal.auth.permissions import (
     can_view_audit_log,
 )
 from portal.auth.sessions import SESSION_TOKEN_KEY, current_token
-from portal.core.audit import AuditEvent
+from portal.core.audit import PRUNABLE_ACTION, AuditEvent, RefusalTally
 from portal.core.errors import DomainError, ValidationError
 from portal.core.forms import ConfirmForm
 from portal.core.listing import ListSpec, list_page
 from portal.core.permissions import check
-from portal.core.web import form_page, load, login_required, post_action, require_valid
+from portal.core.web import (
+    allow_form_action,
+    form_page,
+    load,
+    login_required,
+    post_action,
+    require_valid,
+    writes_on_get,
+)
 from portal.extensions import db, limiter
 from portal.institutions.models import Institution
 
@@ -56,6 +62,12 @@ admin_bp = Blueprint("admin", __name__)
 
 #: Cookie remembering the last provider (and institution) chosen on the login page.
 LAST_CHOICE_COOKIE = "atom_last_idp"
+
+
+def _last_choice_cookie() -> str:
+    """Its name: with the ``__Host-`` prefix wherever cookies are secure (production)."""
+    secure = current_app.config["SESSION_COOKIE_SECURE"]
+    return f"__Host-{LAST_CHOICE_COOKIE}" if secure else LAST_CHOICE_COOKIE
 
 
 def _rate_limit() -> str:
@@ -74,7 +86,7 @@ def _enabled_provider(slug: str) -> IdentityProvider:
 
 
 def _last_choice() -> tuple[IdentityProvider, Institution | None] | None:
-    raw = request.cookies.get(LAST_CHOICE_COOKIE, "")[:80]
+    raw = request.cookies.get(_last_choice_cookie(), "")[:80]
     slug, _, inst = raw.partition(":")
     if not slug:
         return None
@@ -86,7 +98,9 @@ def _last_choice() -> tuple[IdentityProvider, Institution | None] | None:
     if provider is None:
         return None
     institution = (
-        db.session.get(Institution, int(inst)) if inst.isdigit() and len(inst) < 10 else None
+        db.session.get(Institution, int(inst))
+        if inst.isascii() and inst.isdecimal() and len(inst) < 10
+        else None
     )
     if institution is not None and institution.id not in {
         pi.institution_id for pi in provider.served
@@ -103,12 +117,14 @@ def login() -> ResponseReturnValue:
     form = FindInstitutionForm(request.args)
     query = form.q.data if form.validate() else None
     choices = services.providers_for_login(db.session, query)
+    last = _last_choice()
+    allow_form_action(*oidc.login_origins([p for p, _ in choices] + ([last[0]] if last else [])))
     return render_template(
         "auth/login.html",
         form=form,
         query=query,
         choices=choices,
-        last=_last_choice(),
+        last=last,
         start_form=StartLoginForm(),
         next=safe_next(request.args.get("next")) or "",
     )
@@ -136,7 +152,7 @@ def start(slug: str) -> ResponseReturnValue:
     db.session.commit()
     response = make_response(redirect(url))
     response.set_cookie(
-        LAST_CHOICE_COOKIE,
+        _last_choice_cookie(),
         f"{provider.slug}:{choice.institution_id}" if choice else provider.slug,
         max_age=365 * 24 * 3600,
         httponly=True,
@@ -162,6 +178,7 @@ def _login_failed(provider: IdentityProvider | None, e: DomainError) -> Response
 
 @bp.get("/callback/<slug>")
 @limiter.limit(_rate_limit)
+@writes_on_get
 def callback(slug: str) -> ResponseReturnValue:
     provider = _enabled_provider(slug)
     try:
@@ -226,6 +243,7 @@ def account() -> ResponseReturnValue:
         .limit(20)
     ).all()
     token = current_token()
+    allow_form_action(*oidc.login_origins(p for p in providers.values() if p.enabled))
     return render_template(
         "auth/account.html",
         identities=user.identities,
@@ -233,6 +251,43 @@ def account() -> ResponseReturnValue:
         enabled=[p for p in providers.values() if p.enabled],
         sessions=sessions,
         current_hash=services.token_hash(token) if token else None,
+        form=ConfirmForm(),
+        user=user,
+        verify_hours=current_app.config["EMAIL_VERIFY_MAX_AGE_HOURS"],
+    )
+
+
+@bp.post("/account/verify-email")
+@login_required
+@limiter.limit(_rate_limit)
+def send_verification() -> ResponseReturnValue:
+    """Mail one link that verifies the account's address (mail goes to verified addresses only)."""
+    return post_action(
+        ConfirmForm(),
+        lambda: services.send_email_verification(db.session, current_user),
+        back=url_for(".account"),
+        done=lambda email: f"We sent a verification link to {email}. Open it while logged in.",
+    )
+
+
+@bp.route("/verify-email/<token>", methods=["GET", "POST"])
+@login_required
+@limiter.limit(_rate_limit, methods=["POST"])
+def verify_email(token: str) -> ResponseReturnValue:
+    """The link from the mail: GET shows what it confirms; only the POST (a button) changes it."""
+    if request.method == "POST":
+        return post_action(
+            ConfirmForm(),
+            lambda: services.verify_email(db.session, current_user, token),
+            back=url_for(".account"),
+            done="Your e-mail address is verified.",
+        )
+    email = services.check_email_verification(current_user, token)
+    return render_template(
+        "auth/verify_email.html",
+        email=email,
+        token=token,
+        already=current_user.email_verified,
         form=ConfirmForm(),
     )
 
@@ -429,29 +484,18 @@ def audit_log() -> ResponseReturnValue:
         if actor_ids
         else {}
     )
-    return render_template("auth/audit.html", page=listing.page, form=listing.form, actors=actors)
-
-
-def init_app(app: Any) -> None:
-    """Session lifetime, the login page for anonymous visitors, navigation entries."""
-    import datetime as dt
-
-    from portal.core import navigation
-    from portal.core.navigation import NavItem
-    from portal.extensions import login_manager
-
-    app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(
-        hours=float(app.config["SESSION_ABSOLUTE_HOURS"])
-    )
-    login_manager.login_view = "auth.login"
-    navigation.register(
-        NavItem(
-            "auth.providers",
-            "Identity providers",
-            can_manage_identity_providers,
-            order=80,
-            group="Admin",
+    refusals = [e.id for e in listing.page.items if e.action == PRUNABLE_ACTION]
+    repeats = (
+        dict(
+            db.session.execute(
+                select(RefusalTally.event_id, RefusalTally.count).where(
+                    RefusalTally.event_id.in_(refusals)
+                )
+            ).all()
         )
+        if refusals
+        else {}
     )
-    navigation.register(NavItem("auth.users", "Users", can_manage_users, order=85, group="Admin"))
-    navigation.register(NavItem("affiliations.index", "Affiliations", lambda u: True, order=20))
+    return render_template(
+        "auth/audit.html", page=listing.page, form=listing.form, actors=actors, repeats=repeats
+    )

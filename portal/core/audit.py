@@ -8,12 +8,26 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DDL, JSON, ForeignKey, Index, String, event, select
+from sqlalchemy import (
+    DDL,
+    JSON,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    delete,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from portal.core.errors import PermissionDeniedError
@@ -77,25 +91,42 @@ class AuditEvent(Base):
         return f"<AuditEvent {self.id} {self.action} {self.object_type}:{self.object_id}>"
 
 
-_APPEND_ONLY_SQLITE = [
-    DDL(  # type: ignore[no-untyped-call]
-        f"CREATE TRIGGER audit_events_no_{op.lower()} BEFORE {op} ON audit_events "
-        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
-    ).execute_if(dialect="sqlite")
-    for op in ("UPDATE", "DELETE")
-]
-_APPEND_ONLY_POSTGRESQL = [
-    DDL(  # type: ignore[no-untyped-call]
-        "CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger AS $$ "
-        "BEGIN RAISE EXCEPTION 'the audit log is append-only'; END; $$ LANGUAGE plpgsql"
-    ).execute_if(dialect="postgresql"),
-    DDL(  # type: ignore[no-untyped-call]
+#: The one kind of event the retention command may delete (``flask audit prune-refusals``): refused
+#: requests, which an attacker can produce at will. Changes are kept for ever.
+PRUNABLE_ACTION = "permission.denied"
+
+#: The database's own guard, in every way a row could be lost or rewritten: UPDATE; DELETE (but of
+#: old refusals, by the retention command); TRUNCATE (PostgreSQL); and on SQLite ``INSERT OR
+#: REPLACE`` over an existing id, which deletes that row without firing DELETE triggers.
+#: ``portal/migrations`` installs the same statements (``APPEND_ONLY_DDL``).
+APPEND_ONLY_DDL = {
+    "sqlite": [
+        "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+        "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events "
+        f"WHEN OLD.action <> '{PRUNABLE_ACTION}' "
+        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+        "CREATE TRIGGER audit_events_no_replace BEFORE INSERT ON audit_events "
+        "WHEN EXISTS (SELECT 1 FROM audit_events WHERE id = NEW.id) "
+        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger AS $$ BEGIN "
+        f"IF TG_OP = 'DELETE' AND OLD.action = '{PRUNABLE_ACTION}' THEN RETURN OLD; END IF; "
+        "RAISE EXCEPTION 'the audit log is append-only'; END; $$ LANGUAGE plpgsql",
         "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events "
-        "FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()"
-    ).execute_if(dialect="postgresql"),
-]
-for _ddl in _APPEND_ONLY_SQLITE + _APPEND_ONLY_POSTGRESQL:
-    event.listen(AuditEvent.__table__, "after_create", _ddl)
+        "FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()",
+        "CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()",
+    ],
+}
+for _dialect, _statements in APPEND_ONLY_DDL.items():
+    for _sql in _statements:
+        event.listen(
+            AuditEvent.__table__,
+            "after_create",
+            DDL(_sql).execute_if(dialect=_dialect),  # type: ignore[no-untyped-call]
+        )
 
 
 @event.listens_for(Session, "before_flush")
@@ -123,11 +154,111 @@ def record(
         object_id=obj.id if obj is not None else None,
         ip=where.ip,
         channel=where.channel,
-        details=details,
+        details=capped(details),
     )
     session.add(ev)
     session.flush()
     return ev
+
+
+#: The most an event's details may take (JSON); longer texts are shortened, marked ``truncated``.
+MAX_DETAILS_BYTES = 4096
+MAX_DETAIL_TEXT = 500
+
+
+def capped(details: dict[str, Any]) -> dict[str, Any]:
+    """``details`` as they are when small; otherwise every text shortened to MAX_DETAIL_TEXT
+    characters, and if that is still too much, only the keys and ``truncated``."""
+    if len(json.dumps(details, default=str)) <= MAX_DETAILS_BYTES:
+        return details
+    short = {
+        k: v[:MAX_DETAIL_TEXT] + "…" if isinstance(v, str) and len(v) > MAX_DETAIL_TEXT else v
+        for k, v in details.items()
+    }
+    short["truncated"] = True
+    if len(json.dumps(short, default=str)) <= MAX_DETAILS_BYTES:
+        return short
+    return {"truncated": True, "keys": sorted(str(k)[:40] for k in details)[:50]}
+
+
+class RefusalTally(Base):
+    """How often one person (or, anonymous, one address) was refused one request in one window.
+
+    The first refusal of a window is an audit event (``permission.denied``); the repeats only count
+    here, so a client hammering a forbidden page adds one event a minute, not one a request, and
+    beyond ``REFUSAL_LIMIT`` refusals in a window it is answered 429 (``portal.core.web``).
+    """
+
+    __tablename__ = "refusal_tallies"
+    __table_args__ = (UniqueConstraint("who", "method", "path", "window_start"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: ``user:<id>``, or ``ip:<address>`` for a visitor who is not logged in.
+    who: Mapped[str] = mapped_column(String(60))
+    method: Mapped[str] = mapped_column(String(10))
+    #: The refused path, or ``*`` for the tally of all refusals of ``who`` in the window.
+    path: Mapped[str] = mapped_column(String(500))
+    window_start: Mapped[dt.datetime] = mapped_column(index=True)
+    count: Mapped[int] = mapped_column(default=1)
+    #: The audit event of the window's first refusal (None on the ``*`` tally).
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("audit_events.id", ondelete="CASCADE"), index=True
+    )
+    last_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+def _bump(
+    session: AnySession, who: str, method: str, path: str, window: dt.datetime
+) -> tuple[int, int]:
+    """Add one to a tally (made if missing) in one statement; returns its id and new count."""
+    values = {"who": who, "method": method, "path": path, "window_start": window, "count": 1}
+    dialect = session.get_bind().dialect.name
+    insert: Any = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    stmt = insert(RefusalTally).values(**values, last_at=utcnow())
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["who", "method", "path", "window_start"],
+        set_={"count": RefusalTally.count + 1, "last_at": stmt.excluded.last_at},
+    ).returning(RefusalTally.id, RefusalTally.count)
+    tally_id, count = session.execute(stmt).one()
+    return int(tally_id), int(count)
+
+
+def record_refusal(
+    session: AnySession,
+    *,
+    actor: Any,
+    ip: str | None,
+    method: str,
+    path: str,
+    window_seconds: int,
+    **details: Any,
+) -> int:
+    """Count one refused request, and write its audit event if it is the first of its kind in
+    this window; returns how many refusals ``actor`` (or ``ip``) had in the window so far."""
+    start = int(utcnow().timestamp()) // window_seconds * window_seconds
+    window = dt.datetime.fromtimestamp(start, dt.UTC)
+    who = f"user:{actor.id}" if actor is not None else f"ip:{ip or 'unknown'}"
+    path = path[:500]
+    tally_id, count = _bump(session, who, method, path, window)
+    if count == 1:
+        ev = record(session, PRUNABLE_ACTION, actor=actor, method=method, path=path, **details)
+        session.execute(
+            update(RefusalTally).where(RefusalTally.id == tally_id).values(event_id=ev.id)
+        )
+    return _bump(session, who, "*", "*", window)[1]
+
+
+def prune_refusals(session: AnySession, *, older_than: dt.timedelta) -> int:
+    """Delete refusal events (and their tallies) older than ``older_than``; returns how many
+    events. Changes are never deleted: the database refuses it."""
+    cutoff = utcnow() - older_than
+    session.execute(delete(RefusalTally).where(RefusalTally.window_start < cutoff))
+    result = session.execute(
+        delete(AuditEvent).where(
+            AuditEvent.action == PRUNABLE_ACTION, AuditEvent.occurred_at < cutoff
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def events_for(obj: Any) -> Select[AuditEvent]:

@@ -35,6 +35,25 @@ def write_intent() -> Iterator[None]:
         _read_only.reset(token)
 
 
+@contextmanager
+def own_transaction(session: Any) -> Iterator[None]:
+    """Run a short write in a transaction of its own, committed when the block ends.
+
+    What the request read so far is let go first: on SQLite a transaction that has read cannot
+    start writing once another connection committed (SQLITE_BUSY_SNAPSHOT, which no busy timeout
+    retries), so a GET that must write (a refusal's audit event, a session's last-seen time) does
+    it in a new transaction that takes the write lock as it begins and waits its turn for it.
+    """
+    session.rollback()
+    with write_intent():
+        try:
+            yield
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
 def configure_engine(engine: Engine) -> None:
     """Install the SQLite transaction and pragma handling on ``engine`` (no-op for other databases)."""
     if engine.dialect.name != "sqlite":

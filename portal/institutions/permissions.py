@@ -15,9 +15,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from portal.auth.models import Role, RoleGrant, User
 from portal.auth.permissions import as_user, is_staff
 from portal.core.permissions import rule
-from portal.institutions.models import Affiliation, AffiliationState, Institution, InstitutionState
-
-_OPEN = (AffiliationState.REQUESTED, AffiliationState.ACTIVE)
+from portal.institutions.models import (
+    Affiliation,
+    AffiliationSource,
+    AffiliationState,
+    Institution,
+    InstitutionDomain,
+    InstitutionState,
+)
 
 
 def visible_institutions(user: Any) -> Select[Institution]:
@@ -32,7 +37,7 @@ def visible_institutions(user: Any) -> Select[Institution]:
         RoleGrant.user_id == u.id, RoleGrant.institution_id.is_not(None)
     )
     own_affiliations = select(Affiliation.institution_id).where(
-        Affiliation.user_id == u.id, Affiliation.state.in_(_OPEN)
+        Affiliation.user_id == u.id, Affiliation.state == AffiliationState.ACTIVE
     )
     return q.where(
         or_(
@@ -46,14 +51,15 @@ def visible_institutions(user: Any) -> Select[Institution]:
 @rule("You cannot see this institution.")
 def can_view_institution(user: Any, institution: Institution) -> bool:
     """Partners to everyone logged in; every institution to staff; others to the people who hold
-    a role there or have an open affiliation with it."""
+    a role there or are active members (asking to join one grants no view of it)."""
     u = as_user(user)
     if u is None:
         return False
     if is_staff(u) or institution.state == InstitutionState.PARTNER:
         return True
     return institution.id in {g.institution_id for g in u.role_grants} or any(
-        a.institution_id == institution.id and a.state in _OPEN for a in u.affiliations
+        a.institution_id == institution.id and a.state == AffiliationState.ACTIVE
+        for a in u.affiliations
     )
 
 
@@ -68,6 +74,47 @@ def can_edit_institution(user: Any, institution: Institution) -> bool:
     """Program staff, and the institution's own signing officials."""
     u = as_user(user)
     return is_staff(u) or (u is not None and u.has_role(Role.SIGNING_OFFICIAL, institution))
+
+
+#: Once past ``applied``, an institution's name, ROR id and country have been vetted by staff.
+VETTED_STATES = frozenset(
+    {
+        InstitutionState.UNDER_REVIEW,
+        InstitutionState.PARTNER,
+        InstitutionState.SUSPENDED,
+        InstitutionState.WITHDRAWN,
+    }
+)
+
+
+@rule(
+    "The name, ROR id and country of an institution under review or a partner are vetted: "
+    "only program staff change them. Ask program staff."
+)
+def can_edit_vetted_details(user: Any, institution: Institution) -> bool:
+    """Program staff; the institution's signing officials only while it has merely applied."""
+    return is_staff(user) or (
+        institution.state not in VETTED_STATES and can_edit_institution(user, institution)
+    )
+
+
+@rule("You cannot change this institution's e-mail domains.")
+def can_manage_domains(user: Any, institution: Institution) -> bool:
+    """Whoever may edit the institution adds and removes its e-mail domains (new ones are pending
+    until proven)."""
+    return can_edit_institution(user, institution)
+
+
+@rule("You cannot check this domain.")
+def can_check_domain_dns(user: Any, domain: InstitutionDomain) -> bool:
+    """Whoever may manage the institution's domains asks for the DNS proof to be checked."""
+    return can_manage_domains(user, domain.institution)
+
+
+@rule("Only program staff verify a domain without its DNS record.")
+def can_verify_domain(user: Any, domain: InstitutionDomain) -> bool:
+    """Program staff vouch for a domain themselves (where DNS cannot be changed or reached)."""
+    return is_staff(user)
 
 
 @rule("You cannot see this institution's history.")
@@ -95,15 +142,13 @@ def can_withdraw_institution(user: Any, institution: Institution) -> bool:
     return is_staff(u) or (u is not None and u.has_role(Role.SIGNING_OFFICIAL, institution))
 
 
-#: Institutions people may ask to join.
-REQUESTABLE_STATES = frozenset(
-    {InstitutionState.APPLIED, InstitutionState.UNDER_REVIEW, InstitutionState.PARTNER}
-)
+#: Institutions people may ask to join: partners only (an applicant is not vetted yet).
+REQUESTABLE_STATES = frozenset({InstitutionState.PARTNER})
 
 
-@rule("This institution does not take requests to join.")
+@rule("Only partner institutions take requests to join.")
 def can_request_affiliation(user: Any, institution: Institution) -> bool:
-    """Anyone logged in may ask to join an institution that takes requests."""
+    """Anyone logged in may ask to join a partner institution."""
     return as_user(user) is not None and institution.state in REQUESTABLE_STATES
 
 
@@ -190,3 +235,16 @@ def can_confirm_affiliation_by_idp(user: Any, affiliation: Affiliation) -> bool:
     ``portal.auth.claims``) settle their own open request."""
     u = as_user(user)
     return u is not None and affiliation.user_id == u.id
+
+
+@rule("Only the person's own login ends an affiliation their identity provider vouched for.")
+def can_end_affiliation_by_idp(user: Any, affiliation: Affiliation) -> bool:
+    """The person's own login, when their identity provider's claims (re-evaluated at each login in
+    ``portal.auth``) no longer support an affiliation that came from such claims; affiliations an
+    official approved or staff recorded are never ended this way."""
+    u = as_user(user)
+    return (
+        u is not None
+        and affiliation.user_id == u.id
+        and affiliation.source == AffiliationSource.IDP_CLAIM
+    )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import selectinload
 
-from portal.auth.models import User
+from portal.auth.models import Identity, IdentityProvider, ProviderKind, User
 from portal.core import audit
 from portal.core.errors import ConflictError, ValidationError
 from portal.core.listing import contains, matches
@@ -19,11 +21,14 @@ from portal.institutions.models import (
     Affiliation,
     AffiliationSource,
     AffiliationState,
+    DomainState,
     Institution,
     InstitutionDomain,
+    is_public_webmail,
 )
 from portal.institutions.permissions import (
     can_edit_institution,
+    can_edit_vetted_details,
     can_register_institution,
     can_request_affiliation,
 )
@@ -73,20 +78,53 @@ def ror_checksum(base: str) -> int:
     return 98 - (n * 100) % 97
 
 
-def _set_domains(session: AnySession, institution: Institution, domains: list[str]) -> None:
+def _set_domains(
+    session: AnySession, institution: Institution, domains: list[str]
+) -> tuple[list[str], list[str]]:
+    """Make ``domains`` the institution's claimed domains; returns (added, removed). A new claim
+    is pending until proven (see ``portal.institutions.domains``); a public webmail domain is
+    refused, and so is a domain another institution claims — verified there, or pending proof
+    there (program staff settle who owns it)."""
+    webmail = [d for d in domains if is_public_webmail(d)]
+    if webmail:
+        raise ValidationError(
+            f"{', '.join(webmail)}: public webmail domains belong to no institution."
+        )
     taken = session.scalars(
         select(InstitutionDomain).where(
             InstitutionDomain.domain.in_(domains),
             InstitutionDomain.institution_id != (institution.id or 0),
         )
     ).all()
+    verified = sorted(d.domain for d in taken if d.state == DomainState.VERIFIED)
+    if verified:
+        raise ConflictError(
+            "These domains already belong to another institution: " + ", ".join(verified)
+        )
     if taken:
         raise ConflictError(
-            "These domains already belong to another institution: "
+            "These domains are claimed by another institution, pending proof there: "
             + ", ".join(sorted(d.domain for d in taken))
+            + ". Ask program staff to settle who owns them."
         )
-    existing = {d.domain: d for d in institution.domains}
-    institution.domains = [existing.get(d) or InstitutionDomain(domain=d) for d in domains]
+    existing = {d.domain: d for d in institution.all_domains}
+    institution.all_domains = [existing.get(d) or InstitutionDomain(domain=d) for d in domains]
+    return [d for d in domains if d not in existing], [d for d in existing if d not in domains]
+
+
+def _audit_domains(
+    session: AnySession,
+    institution: Institution,
+    actor: User,
+    changed: tuple[list[str], list[str]],
+) -> None:
+    added, removed = changed
+    for d in added:
+        audit.record(session, "institution.domain_add", actor=actor, obj=institution, domain=d)
+    for d in removed:
+        audit.record(session, "institution.domain_remove", actor=actor, obj=institution, domain=d)
+    if added or removed:
+        session.expire(institution, ["domains"])
 
 
 def _check_unique_ror(session: AnySession, institution: Institution, ror_id: str | None) -> None:
@@ -122,10 +160,11 @@ def register_institution(
     )
     inst.ror_id = normalise_ror(ror_id)
     _check_unique_ror(session, inst, inst.ror_id)
-    _set_domains(session, inst, normalise_domains(domains))
+    changed = _set_domains(session, inst, normalise_domains(domains))
     session.add(inst)
     session.flush()
     audit.record(session, "institution.register", actor=actor, obj=inst, name=inst.name)
+    _audit_domains(session, inst, actor, changed)
     return inst
 
 
@@ -141,25 +180,36 @@ def update_institution(
     website: str | None,
     domains: Iterable[str],
 ) -> Institution:
-    """Change an institution's details. A partner keeps its ROR id (the CHECK constraint says so too)."""
+    """Change an institution's details. Its name, ROR id and country are vetted once it is under
+    review: after that only program staff change them (``can_edit_vetted_details``). A partner
+    keeps its ROR id (the CHECK constraint says so too). New e-mail domains are pending until
+    proven; removed ones stop vouching for anyone."""
     check(can_edit_institution, actor, institution)
     new_ror = normalise_ror(ror_id)
+    if (name.strip(), country.strip().upper(), new_ror) != (
+        institution.name,
+        institution.country,
+        institution.ror_id,
+    ):
+        check(can_edit_vetted_details, actor, institution)
     if institution.is_partner and new_ror is None:
         raise ValidationError("A partner institution must keep a ROR id.")
     _check_unique_ror(session, institution, new_ror)
     before = {
         "name": institution.name,
         "ror_id": institution.ror_id,
-        "domains": [d.domain for d in institution.domains],
+        "country": institution.country,
+        "domains": [d.domain for d in institution.all_domains],
     }
     institution.name = name.strip()
     institution.short_name = (short_name or "").strip() or None
     institution.country = country.strip().upper()
     institution.website = (website or "").strip() or None
     institution.ror_id = new_ror
-    _set_domains(session, institution, normalise_domains(domains))
+    changed = _set_domains(session, institution, normalise_domains(domains))
     session.flush()
     audit.record(session, "institution.update", actor=actor, obj=institution, before=before)
+    _audit_domains(session, institution, actor, changed)
     return institution
 
 
@@ -177,20 +227,24 @@ def transition(
 
 
 def matching_institutions(text: str) -> ColumnElement[bool]:
-    """Institutions whose name, short name or one of whose e-mail domains contains ``text`` (an
-    e-mail address matches by its domain)."""
+    """Institutions whose name, short name or one of whose verified e-mail domains contains
+    ``text`` (an e-mail address matches by its domain; a pending claim points nobody anywhere)."""
     if "@" in text:
         text = text.rsplit("@", 1)[1]
     return or_(
         matches(text, Institution.name, Institution.short_name),
         Institution.id.in_(
-            select(InstitutionDomain.institution_id).where(contains(InstitutionDomain.domain, text))
+            select(InstitutionDomain.institution_id).where(
+                contains(InstitutionDomain.domain, text),
+                InstitutionDomain.state == DomainState.VERIFIED,
+            )
         ),
     )
 
 
 def find_by_email_domain(session: AnySession, email: str) -> Institution | None:
-    """The institution owning the domain of ``email`` (or a parent domain: cs.mit.edu → mit.edu)."""
+    """The institution owning the domain of ``email`` (or a parent domain: cs.mit.edu → mit.edu).
+    Only verified domains count: a claim pending proof speaks for nobody."""
     domain = email.rsplit("@", 1)[-1].strip().lower()
     parts = domain.split(".")
     candidates = [".".join(parts[i:]) for i in range(len(parts) - 1)]
@@ -198,7 +252,10 @@ def find_by_email_domain(session: AnySession, email: str) -> Institution | None:
         return None
     row = session.execute(
         select(InstitutionDomain)
-        .where(InstitutionDomain.domain.in_(candidates))
+        .where(
+            InstitutionDomain.domain.in_(candidates),
+            InstitutionDomain.state == DomainState.VERIFIED,
+        )
         .order_by(func.length(InstitutionDomain.domain).desc())
         .limit(1)
     ).scalar_one_or_none()
@@ -262,6 +319,96 @@ def affiliate_from_idp(
     grant_researcher_role(session, aff)
     audit.record(session, "affiliation.idp_claim", actor=user, obj=aff, **evidence)
     return aff
+
+
+def end_idp_affiliations(
+    session: AnySession, user: User, unsupported: Mapping[int, str], *, provider: str
+) -> list[Affiliation]:
+    """A login through ``provider`` speaks for the institutions in ``unsupported`` (id → which
+    evidence is gone) but no longer vouches for ``user`` there: every active affiliation there that
+    came from identity-provider claims ends (the researcher role with it; the person is told why).
+    Affiliations an official approved or staff recorded are never ended by a login."""
+    if not unsupported:
+        return []
+    ended = []
+    for aff in session.scalars(
+        select(Affiliation)
+        .where(
+            Affiliation.user_id == user.id,
+            Affiliation.institution_id.in_(list(unsupported)),
+            Affiliation.state == AffiliationState.ACTIVE,
+            Affiliation.source == AffiliationSource.IDP_CLAIM,
+        )
+        .order_by(Affiliation.id)
+    ).all():
+        ended.append(
+            AFFILIATION_WORKFLOW.run(
+                session,
+                aff,
+                "end",
+                actor=user,
+                reason=unsupported[aff.institution_id],
+                institution_id=aff.institution_id,
+                provider=provider,
+            )
+        )
+    return ended
+
+
+@dataclass(frozen=True)
+class AddressCheck:
+    """What backs the address of the person behind an affiliation request, for those deciding it."""
+
+    email: str | None
+    #: Whether the portal treats the address as verified (a provider said so, or a link confirmed it).
+    verified: bool
+    #: Names of the identity providers whose claims verified this very address.
+    vouched_by: tuple[str, ...]
+    #: Names of those that serve the request's institution (for a federation proxy: its campus).
+    serving: tuple[str, ...]
+
+
+def address_checks(
+    session: AnySession, affiliations: Sequence[Affiliation]
+) -> dict[int, AddressCheck]:
+    """For each affiliation (by id): the person's address, and which identity providers vouched
+    for it and whether they serve the institution. A provider's "verified" means something only
+    for the domains it has authority over. One query for every person on the page."""
+    user_ids = {a.user_id for a in affiliations}
+    rows = (
+        session.execute(
+            select(Identity, IdentityProvider)
+            .join(IdentityProvider, IdentityProvider.issuer == Identity.issuer)
+            .where(Identity.user_id.in_(user_ids), Identity.email_verified.is_(True))
+            .options(selectinload(IdentityProvider.served))
+            .order_by(Identity.id)
+        ).all()
+        if user_ids
+        else []
+    )
+    out = {}
+    for aff in affiliations:
+        email = aff.user.email
+        vouched: dict[str, bool] = {}
+        for identity, provider in rows:
+            if identity.user_id != aff.user_id or not email or identity.email != email:
+                continue
+            serves = any(
+                pi.institution_id == aff.institution_id
+                and (
+                    provider.kind != ProviderKind.FEDERATION
+                    or (pi.entity_id is not None and pi.entity_id == identity.upstream_idp)
+                )
+                for pi in provider.served
+            )
+            vouched[provider.name] = vouched.get(provider.name, False) or serves
+        out[aff.id] = AddressCheck(
+            email=email,
+            verified=bool(email) and aff.user.email_verified,
+            vouched_by=tuple(vouched),
+            serving=tuple(name for name, serves in vouched.items() if serves),
+        )
+    return out
 
 
 def request_affiliation(

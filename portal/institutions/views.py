@@ -1,29 +1,32 @@
-"""Institution pages: the directory, one institution, registration, editing, status changes."""
+"""Institution pages: the directory, one institution, registration, editing, status changes, and
+proving its e-mail domains."""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template, url_for
+from flask import Blueprint, abort, current_app, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import selectinload
 
-from portal.core import audit
-from portal.core.forms import ActionForm
+from portal.core.audit import AuditEvent
+from portal.core.forms import ActionForm, ConfirmForm
 from portal.core.listing import ListSpec, list_page
 from portal.core.permissions import check
 from portal.core.web import form_page, load, login_required, post_action
 from portal.extensions import db
-from portal.institutions import services
+from portal.institutions import domains, services
 from portal.institutions.forms import InstitutionForm
 from portal.institutions.models import (
     Affiliation,
     AffiliationState,
     Institution,
+    InstitutionDomain,
     InstitutionState,
 )
 from portal.institutions.permissions import (
     can_edit_institution,
+    can_edit_vetted_details,
     can_register_institution,
     can_view_institution,
     can_view_institution_history,
@@ -79,7 +82,23 @@ def detail(institution_id: int) -> ResponseReturnValue:
         .limit(50)
     ).all()
     history = (
-        db.session.scalars(audit.events_for(inst).limit(20)).all()
+        db.session.scalars(
+            select(AuditEvent)
+            .where(
+                or_(
+                    and_(
+                        AuditEvent.object_type == Institution.__tablename__,
+                        AuditEvent.object_id == inst.id,
+                    ),
+                    and_(
+                        AuditEvent.object_type == InstitutionDomain.__tablename__,
+                        AuditEvent.object_id.in_([d.id for d in inst.all_domains]),
+                    ),
+                )
+            )
+            .order_by(AuditEvent.id.desc())
+            .limit(20)
+        ).all()
         if can_view_institution_history(current_user, inst)
         else []
     )
@@ -115,7 +134,11 @@ def new() -> ResponseReturnValue:
 def edit(institution_id: int) -> ResponseReturnValue:
     inst = load(Institution, institution_id, can_view_institution)
     check(can_edit_institution, current_user, inst)
-    form = InstitutionForm(obj=inst, domains=[d.domain for d in inst.domains])
+    form = InstitutionForm(
+        obj=inst,
+        domains=[d.domain for d in inst.all_domains],
+        vetted_locked=not can_edit_vetted_details(current_user, inst),
+    )
     return form_page(
         form,
         lambda: services.update_institution(db.session, inst, actor=current_user, **form.details()),
@@ -137,4 +160,62 @@ def transition(institution_id: int) -> ResponseReturnValue:
         ),
         back=url_for(".detail", institution_id=inst.id),
         done=lambda i: f"{i.name} is now {i.state.label.lower()}.",
+    )
+
+
+def _domain(institution_id: int, domain_id: int) -> InstitutionDomain:
+    """The domain ``domain_id`` of the institution ``institution_id`` (which the current user may
+    see); 404 when it is another institution's."""
+    inst = load(Institution, institution_id, can_view_institution)
+    domain = load(InstitutionDomain, domain_id)
+    if domain.institution_id != inst.id:
+        abort(404)
+    return domain
+
+
+def _txt_lookup() -> domains.TxtLookup:
+    """The DNS TXT look-up for this app: a stand-in registered by tests, else dnspython with the
+    configured nameservers."""
+    stand_in: domains.TxtLookup | None = current_app.extensions.get(domains.LOOKUP_EXTENSION)
+    return stand_in or domains.dns_txt_lookup(
+        current_app.config["DNS_NAMESERVERS"], float(current_app.config["DNS_TIMEOUT_SECONDS"])
+    )
+
+
+@bp.post("/<int:institution_id>/domains/<int:domain_id>/check")
+@login_required
+def check_domain(institution_id: int, domain_id: int) -> ResponseReturnValue:
+    domain = _domain(institution_id, domain_id)
+    return post_action(
+        ConfirmForm(),
+        lambda: domains.check_domain_dns(
+            db.session, domain, actor=current_user, lookup=_txt_lookup()
+        ),
+        back=url_for(".detail", institution_id=institution_id),
+        done=lambda d: f"{d.domain} is verified: its DNS record was found.",
+    )
+
+
+@bp.post("/<int:institution_id>/domains/<int:domain_id>/verify")
+@login_required
+def verify_domain(institution_id: int, domain_id: int) -> ResponseReturnValue:
+    domain = _domain(institution_id, domain_id)
+    return post_action(
+        ConfirmForm(),
+        lambda: domains.verify_domain_by_staff(db.session, domain, actor=current_user),
+        back=url_for(".detail", institution_id=institution_id),
+        done=lambda d: f"{d.domain} is verified by program staff.",
+    )
+
+
+@bp.post("/<int:institution_id>/domains/<int:domain_id>/remove")
+@login_required
+def remove_domain(institution_id: int, domain_id: int) -> ResponseReturnValue:
+    domain = _domain(institution_id, domain_id)
+    name = domain.domain
+    return post_action(
+        ConfirmForm(),
+        lambda: domains.remove_domain(db.session, domain, actor=current_user),
+        back=url_for(".detail", institution_id=institution_id),
+        done=f"{name} is removed.",
     )

@@ -2,12 +2,13 @@
 
 Institutions: applied → under review → partner → suspended/withdrawn. Affiliations: a request to
 join is approved or rejected by the institution's signing official, withdrawn by the person, or
-settled by the person's identity provider vouching for them at login.
+settled by the person's identity provider vouching for them at login; an affiliation that came
+from the identity provider's claims ends at a login whose claims no longer support it.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 from portal.auth.models import Role, RoleGrant
 from portal.core.errors import ValidationError
@@ -67,6 +68,8 @@ AFFILIATION_TRANSITIONS: dict[str, Transition[A]] = {
     "reject": Transition(frozenset({A.REQUESTED}), A.REJECTED, "Rejecting", needs_reason=True),
     "withdraw": Transition(frozenset({A.REQUESTED}), A.ENDED, "Withdrawing the request"),
     "confirm_by_idp": Transition(frozenset({A.REQUESTED}), A.ACTIVE, "Confirming by login"),
+    #: A login whose claims no longer carry the evidence an IdP-claimed affiliation rests on.
+    "end": Transition(frozenset({A.ACTIVE}), A.ENDED, "Ending", needs_reason=True),
 }
 
 
@@ -83,6 +86,32 @@ def grant_researcher_role(session: AnySession, aff: Affiliation) -> None:
         session.add(
             RoleGrant(user_id=aff.user_id, role=Role.RESEARCHER, institution_id=aff.institution_id)
         )
+        session.flush()
+    session.expire(aff.user, ["role_grants", "affiliations"])
+
+
+def revoke_researcher_role(session: AnySession, aff: Affiliation) -> None:
+    """An ended affiliation takes the researcher role at the institution with it, unless another
+    active affiliation there remains (there is at most one open one, so normally none does)."""
+    remaining = session.scalar(
+        select(
+            exists().where(
+                Affiliation.user_id == aff.user_id,
+                Affiliation.institution_id == aff.institution_id,
+                Affiliation.state == A.ACTIVE,
+                Affiliation.id != aff.id,
+            )
+        )
+    )
+    if not remaining:
+        for grant in session.scalars(
+            select(RoleGrant).where(
+                RoleGrant.user_id == aff.user_id,
+                RoleGrant.role == Role.RESEARCHER,
+                RoleGrant.institution_id == aff.institution_id,
+            )
+        ):
+            session.delete(grant)
         session.flush()
     session.expire(aff.user, ["role_grants", "affiliations"])
 
@@ -105,13 +134,19 @@ AFFILIATION_WORKFLOW: Workflow[Affiliation, A] = Workflow(
         "reject": permissions.can_decide_affiliation,
         "withdraw": permissions.can_withdraw_affiliation_request,
         "confirm_by_idp": permissions.can_confirm_affiliation_by_idp,
+        "end": permissions.can_end_affiliation_by_idp,
     },
-    mails={"approve": emails.affiliation_decided, "reject": emails.affiliation_decided},
+    mails={
+        "approve": emails.affiliation_decided,
+        "reject": emails.affiliation_decided,
+        "end": emails.affiliation_ended,
+    },
     # The person withdrew it themselves; a login settled it (the person is the one acting).
     silent=frozenset({"withdraw", "confirm_by_idp"}),
     fields=_decision,
     effects={
         "approve": lambda session, step: grant_researcher_role(session, step.obj),
         "confirm_by_idp": lambda session, step: grant_researcher_role(session, step.obj),
+        "end": lambda session, step: revoke_researcher_role(session, step.obj),
     },
 )

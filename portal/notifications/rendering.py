@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import format_datetime, parseaddr
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,10 +133,29 @@ def sender_address() -> Address:
     return Address(display_name=clean_header_text(name), username=local, domain=domain)
 
 
+class MailPolicy(EmailPolicy):
+    """Python's default mail policy, except for headers that carry a URL in angle brackets: those
+    are never folded into RFC 2047 encoded-words (mail clients then ignore them); RFC 2369 wants
+    the literal ``<https://…>``, which fits the 998 characters a header line may have."""
+
+    def fold(self, name: str, value: str) -> str:
+        return str(EmailPolicy.fold(self._for(name), name, value))
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        return EmailPolicy.fold_binary(self._for(name), name, value)
+
+    def _for(self, name: str) -> EmailPolicy:
+        return self.clone(max_line_length=998) if name.lower() in _URL_HEADERS else self
+
+
+_URL_HEADERS = frozenset({"list-unsubscribe"})
+MAIL_POLICY = MailPolicy()
+
+
 def build_message(msg: OutboxMessage, rendered: RenderedEmail) -> EmailMessage:
     """The MIME message (multipart/alternative: text, then HTML) with its fixed Message-ID."""
     local, _, domain = check_address(msg.to_addr).partition("@")
-    em = EmailMessage()
+    em = EmailMessage(policy=MAIL_POLICY)
     em["From"] = sender_address()
     em["To"] = Address(
         display_name=clean_header_text(msg.to_name or ""), username=local, domain=domain

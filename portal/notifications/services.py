@@ -47,6 +47,8 @@ class Person(Protocol):
     @property
     def display_name(self) -> str: ...
     @property
+    def email_verified(self) -> bool: ...
+    @property
     def is_disabled(self) -> bool: ...
 
 
@@ -90,9 +92,11 @@ def enqueue_email(
 ) -> list[OutboxMessage]:
     """Write one outbox row per recipient in the caller's transaction; returns the rows written.
 
-    ``to`` holds users (their preferences apply; disabled users and users without an address get
-    nothing) and/or plain addresses. ``context`` must be JSON: the worker renders the mail later
-    without reading domain objects, so it shows the facts as they were when the change happened.
+    ``to`` holds users (their preferences apply; disabled users and users without a verified
+    address get nothing: an unverified address may be anyone's) and/or plain addresses, which are
+    used as given (only for a mail that must reach an address as such: its verification link).
+    ``context`` must be JSON: the worker renders the mail later without reading domain objects, so
+    it shows the facts as they were when the change happened.
     """
     kind = get_kind(template)
     ctx = dict(context or {})
@@ -108,7 +112,7 @@ def enqueue_email(
     seen: set[str] = set()
     for r in recipients:
         if not isinstance(r, str):
-            if r.is_disabled or not r.email:
+            if r.is_disabled or not r.email or not r.email_verified:
                 continue
             addr, name, user_id = r.email, r.display_name, r.id
             delivery = effective_delivery(kind, prefs.get((r.id, kind.key)))

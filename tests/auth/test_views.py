@@ -115,6 +115,24 @@ CASES = [
     ),
     case("account", "GET", "/auth/account", LOGGED_IN),
     case("link identity", "POST", "/auth/link/idp-a", LOGGED_IN, 302, changes=False),
+    # Everyone here has a verified address already: refused with a message, nothing sent.
+    case(
+        "ask for a verification link",
+        "POST",
+        "/auth/account/verify-email",
+        LOGGED_IN,
+        303,
+        changes=False,
+    ),
+    case("verification link forged", "GET", "/auth/verify-email/forged.token", LOGGED_IN, 422),
+    case(
+        "verify with a forged link",
+        "POST",
+        "/auth/verify-email/forged.token",
+        LOGGED_IN,
+        303,
+        changes=False,
+    ),
     case("unlink other's identity", "POST", "/auth/identities/{other_identity}/unlink", ()),
     case("providers", "GET", "/auth/admin/providers", {"admin"}),
     case("new provider form", "GET", "/auth/admin/providers/new", {"admin"}),
@@ -303,6 +321,7 @@ def test_bad_affiliation_input_changes_nothing(client: FlaskClient, db: Session)
 POST_ROUTES = [
     ("/auth/logout", {}),
     ("/auth/link/idp-a", {}),
+    ("/auth/account/verify-email", {}),
     ("/auth/login/idp-a", {"next": ""}),
     ("/auth/identities/{own_identity}/unlink", {}),
     ("/auth/admin/providers/new", PROVIDER_FORM),

@@ -147,6 +147,7 @@ AFFILIATION_ALLOWED = {
     (AffiliationState.REQUESTED, "reject"): AffiliationState.REJECTED,
     (AffiliationState.REQUESTED, "withdraw"): AffiliationState.ENDED,
     (AffiliationState.REQUESTED, "confirm_by_idp"): AffiliationState.ACTIVE,
+    (AffiliationState.ACTIVE, "end"): AffiliationState.ENDED,
 }
 
 
@@ -155,13 +156,38 @@ def test_affiliation_transition_table(db: Session, state: AffiliationState, acti
     inst = make_institution(db)
     official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
     person = make_user(db)
-    aff = make_affiliation(db, user=person, institution=inst, state=state)
+    # Only an affiliation that came from identity-provider claims is ended by a login.
+    source = AffiliationSource.IDP_CLAIM if action == "end" else AffiliationSource.OFFICIAL_APPROVAL
+    aff = make_affiliation(db, user=person, institution=inst, state=state, source=source)
     take = {
         "approve": lambda: services.decide_affiliation(db, aff, action, actor=official),
         "reject": lambda: services.decide_affiliation(db, aff, action, actor=official, reason="x"),
         "withdraw": lambda: services.withdraw_affiliation_request(db, aff, actor=person),
         "confirm_by_idp": lambda: AFFILIATION_WORKFLOW.run(db, aff, action, actor=person),
+        "end": lambda: AFFILIATION_WORKFLOW.run(db, aff, action, actor=person, reason="gone"),
     }[action]
     assert_step(db, AFFILIATION_WORKFLOW, aff, action, AFFILIATION_ALLOWED, take)
     if (state, action) in AFFILIATION_ALLOWED:
         assert aff.decided_at is not None
+
+
+@pytest.mark.parametrize("source", [AffiliationSource.OFFICIAL_APPROVAL, AffiliationSource.STAFF])
+def test_only_idp_claimed_affiliations_are_ended_and_only_by_the_person(
+    db: Session, source: AffiliationSource
+) -> None:
+    inst = make_institution(db)
+    official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
+    person = make_user(db, Role.RESEARCHER, institution=inst)
+    (kept,) = person.affiliations
+    kept.source = source
+    db.flush()
+    with pytest.raises(PermissionDeniedError):
+        AFFILIATION_WORKFLOW.run(db, kept, "end", actor=person, reason="claims gone")
+    assert kept.state == AffiliationState.ACTIVE and person.has_role(Role.RESEARCHER, inst)
+    kept.source = AffiliationSource.IDP_CLAIM
+    db.flush()
+    with pytest.raises(PermissionDeniedError):
+        AFFILIATION_WORKFLOW.run(db, kept, "end", actor=official, reason="claims gone")
+    AFFILIATION_WORKFLOW.run(db, kept, "end", actor=person, reason="claims gone")
+    db.refresh(person)
+    assert kept.state == AffiliationState.ENDED and not person.has_role(Role.RESEARCHER, inst)

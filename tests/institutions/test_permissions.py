@@ -20,7 +20,7 @@ from portal.institutions.permissions import (
     visible_institutions,
 )
 from portal.institutions.services import request_affiliation, withdraw_affiliation_request
-from tests.factories import make_institution, make_user
+from tests.factories import make_affiliation, make_institution, make_user
 from tests.support.visibility import disagreements, recipients_disagree
 
 
@@ -48,15 +48,14 @@ def _world(db: Session) -> tuple[list[User], list[Institution], list[Any]]:
         make_user(db),
         make_user(db, Role.SIGNING_OFFICIAL, institution=insts[2], is_disabled=True),
     ]
-    requests = [
-        request_affiliation(db, inst, actor=make_user(db))
-        for inst in (applied, insts[1], insts[2], orphan)
-    ]
-    # A person who asked to join an applied institution may see it; one whose request ended not.
-    users.append(requests[0].user)
+    partners = [i for i in insts if i.state == InstitutionState.PARTNER]
+    requests = [request_affiliation(db, inst, actor=make_user(db)) for inst in (*partners, orphan)]
+    # A request to join an applicant (from before only partners took requests) grants no view of it.
+    requests.append(make_affiliation(db, institution=applied))
+    users.append(requests[-1].user)
     users.append(make_user(db))
     withdraw_affiliation_request(
-        db, request_affiliation(db, insts[1], actor=users[-1]), actor=users[-1]
+        db, request_affiliation(db, partners[0], actor=users[-1]), actor=users[-1]
     )
     return users, [*insts, orphan], requests
 

@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 from portal.auth.models import Role
 from portal.core.errors import ConflictError, PermissionDeniedError, ValidationError
 from portal.institutions import services
-from portal.institutions.models import InstitutionState
+from portal.institutions.models import DomainState, InstitutionState
 from tests.factories import make_institution, make_user
 
 
@@ -23,7 +23,10 @@ def test_program_officer_registers_an_institution_that_starts_as_applied(db: Ses
     assert inst.state == InstitutionState.APPLIED
     assert inst.name == "Example University" and inst.country == "US"
     assert inst.ror_id == "https://ror.org/042nb2s44"
-    assert [d.domain for d in inst.domains] == ["example.edu", "cs.example.edu"]
+    assert sorted(d.domain for d in inst.all_domains) == ["cs.example.edu", "example.edu"]
+    # Nobody has proven them yet: they vouch for nobody.
+    assert {d.state for d in inst.all_domains} == {DomainState.PENDING}
+    assert inst.domains == []
 
 
 def test_researcher_cannot_register_institutions(db: Session) -> None:

@@ -5,20 +5,31 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from portal.auth.models import Role
-from portal.institutions.models import Institution, InstitutionState
-from tests.factories import LOGGED_IN, ROLE_NAMES, make_actor, make_institution, make_user
+from portal.auth.models import Role, User
+from portal.core.audit import AuditEvent
+from portal.institutions.domains import LOOKUP_EXTENSION
+from portal.institutions.models import DomainState, Institution, InstitutionDomain, InstitutionState
+from tests.factories import (
+    LOGGED_IN,
+    ROLE_NAMES,
+    make_actor,
+    make_domain,
+    make_institution,
+    make_user,
+)
 from tests.support.app import login
 from tests.support.matrix import Case, case, check_route, matrix_params
 
 STAFF = {"officer", "admin"}
 
 # Path placeholders: {own} the actor's own institution (applied), {other} another applied one,
-# {partner} a partner institution of someone else.
+# {partner} a partner institution of someone else; {own_pending} / {other_pending} a pending e-mail
+# domain of {own} / {other} (a stand-in DNS answers with its token), {own_verified} a verified one.
 CASES = [
     case("directory", "GET", "/institutions/", LOGGED_IN),
     case("partner page", "GET", "/institutions/{partner}", LOGGED_IN),
@@ -68,24 +79,83 @@ CASES = [
         302,
         {"action": "suspend", "reason": "x"},
     ),
+    case(
+        "check DNS of own domain",
+        "POST",
+        "/institutions/{own}/domains/{own_pending}/check",
+        STAFF | {"official"},
+        302,
+    ),
+    case(
+        "check DNS of other's domain",
+        "POST",
+        "/institutions/{other}/domains/{other_pending}/check",
+        STAFF,
+        302,
+    ),
+    case(
+        "staff verify own domain",
+        "POST",
+        "/institutions/{own}/domains/{own_pending}/verify",
+        STAFF,
+        302,
+    ),
+    case(
+        "remove own domain",
+        "POST",
+        "/institutions/{own}/domains/{own_verified}/remove",
+        STAFF | {"official"},
+        302,
+    ),
+    case(
+        "remove other's domain",
+        "POST",
+        "/institutions/{other}/domains/{other_pending}/remove",
+        STAFF,
+        302,
+    ),
+    case(
+        "other's domain under own institution (IDOR)",
+        "POST",
+        "/institutions/{own}/domains/{other_pending}/remove",
+        set(),
+    ),
     case("dashboard", "GET", "/dashboard", LOGGED_IN),
     case("audit log", "GET", "/admin/audit", {"admin"}),
 ]
 
 
-def _institutions(db: Session) -> list[tuple[int, str, InstitutionState, str | None]]:
+def _institutions(db: Session) -> list[tuple[object, ...]]:
     return [
-        (i.id, i.name, i.state, i.ror_id)
+        (i.id, i.name, i.state, i.ror_id, [(d.domain, d.state) for d in i.all_domains])
         for i in db.scalars(select(Institution).order_by(Institution.id))
     ]
 
 
+def _pending(db: Session, inst: Institution, domain: str) -> InstitutionDomain:
+    claim = make_domain(domain, state=DomainState.PENDING)
+    inst.all_domains.append(claim)
+    db.flush()
+    return claim
+
+
 @pytest.mark.parametrize("role", ROLE_NAMES)
 @pytest.mark.parametrize("case", matrix_params(CASES))
-def test_route_role_matrix(client: FlaskClient, db: Session, role: str, case: Case) -> None:
+def test_route_role_matrix(
+    app: Flask,
+    client: FlaskClient,
+    db: Session,
+    monkeypatch: pytest.MonkeyPatch,
+    role: str,
+    case: Case,
+) -> None:
     own = make_institution(db, state=InstitutionState.APPLIED)
     other = make_institution(db, state=InstitutionState.APPLIED)
     partner = make_institution(db, state=InstitutionState.PARTNER)
+    own_pending = _pending(db, own, f"pending-{own.id}.edu")
+    other_pending = _pending(db, other, f"pending-{other.id}.edu")
+    records = {d.txt_name: [d.txt_value] for d in (own_pending, other_pending)}
+    monkeypatch.setitem(app.extensions, LOOKUP_EXTENSION, lambda name: records.get(name, []))
     actor = make_actor(db, role, own)
     if actor is not None:
         login(client, actor)
@@ -95,7 +165,14 @@ def test_route_role_matrix(client: FlaskClient, db: Session, role: str, case: Ca
         role,
         actor.id if actor else None,
         case,
-        {"own": own.id, "other": other.id, "partner": partner.id},
+        {
+            "own": own.id,
+            "other": other.id,
+            "partner": partner.id,
+            "own_pending": own_pending.id,
+            "other_pending": other_pending.id,
+            "own_verified": own.domains[0].id,
+        },
         lambda: _institutions(db),
     )
 
@@ -178,3 +255,143 @@ def test_list_pages_use_a_bounded_number_of_queries(
         make_institution(db)
     many = count_queries(lambda: client.get("/institutions/"))
     assert many == few
+
+
+# --- Vetted details and domain proof (security report, item 1) ------------------------------------
+
+
+def _partner_with_official(db: Session) -> tuple[Institution, User]:
+    inst = make_institution(db, state=InstitutionState.PARTNER, name="Northlake University")
+    return inst, make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
+
+
+def _form(inst: Institution, **changes: str) -> dict[str, str]:
+    data = {
+        "name": inst.name,
+        "country": inst.country,
+        "ror_id": inst.ror_id or "",
+        "short_name": inst.short_name or "",
+        "website": inst.website or "",
+        "email_domains": "\n".join(d.domain for d in inst.all_domains),
+    }
+    return {**data, **changes}
+
+
+VETTED_CHANGES = [{"name": "Massachusetts Institute of Technology"}, {"ror_id": "042nb2s44"}]
+
+
+@pytest.mark.parametrize(
+    "change", [*VETTED_CHANGES, {"country": "GB"}], ids=lambda c: next(iter(c))
+)
+def test_official_cannot_rewrite_vetted_details_over_http(
+    client: FlaskClient, db: Session, change: dict[str, str]
+) -> None:
+    inst, official = _partner_with_official(db)
+    before = (inst.name, inst.ror_id, inst.country)
+    login(client, official)
+    resp = client.post(f"/institutions/{inst.id}/edit", data=_form(inst, **change))
+    assert resp.status_code == 403
+    assert "only program staff change them" in resp.get_data(as_text=True)
+    db.expire_all()
+    assert (inst.name, inst.ror_id, inst.country) == before
+    refusal = db.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.action == "permission.denied")
+        .order_by(AuditEvent.id.desc())
+    ).first()
+    assert refusal is not None and refusal.actor_id == official.id
+
+
+@pytest.mark.parametrize("change", VETTED_CHANGES, ids=lambda c: next(iter(c)))
+def test_program_staff_change_vetted_details_over_http(
+    client: FlaskClient, db: Session, change: dict[str, str]
+) -> None:
+    inst, _ = _partner_with_official(db)
+    login(client, make_user(db, Role.PROGRAM_OFFICER))
+    resp = client.post(f"/institutions/{inst.id}/edit", data=_form(inst, **change))
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    db.expire_all()
+    expected = {
+        "name": "Massachusetts Institute of Technology",
+        "ror_id": "https://ror.org/042nb2s44",
+    }
+    key = next(iter(change))
+    assert getattr(inst, key) == expected[key]
+
+
+def test_official_sees_vetted_fields_read_only_and_edits_the_rest(
+    client: FlaskClient, db: Session
+) -> None:
+    inst, official = _partner_with_official(db)
+    login(client, official)
+    html = client.get(f"/institutions/{inst.id}/edit").get_data(as_text=True)
+    assert "changes go through program staff" in html
+    assert html.count("readonly") == 3
+    resp = client.post(f"/institutions/{inst.id}/edit", data=_form(inst, short_name="NLU"))
+    assert resp.status_code == 302
+    db.expire_all()
+    assert inst.short_name == "NLU" and inst.name == "Northlake University"
+
+
+def test_webmail_domain_is_a_form_error_naming_it(client: FlaskClient, db: Session) -> None:
+    inst, official = _partner_with_official(db)
+    login(client, official)
+    data = _form(inst, email_domains=f"{inst.domains[0].domain}\ngmail.com")
+    resp = client.post(f"/institutions/{inst.id}/edit", data=data)
+    assert resp.status_code == 422
+    assert "gmail.com: public webmail domains belong to no institution" in resp.get_data(
+        as_text=True
+    )
+    db.expire_all()
+    assert [d.domain for d in inst.all_domains] == [inst.domains[0].domain]
+
+
+def test_new_domain_shows_its_txt_record_and_dns_check_verifies_it(
+    app: Flask, client: FlaskClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inst, official = _partner_with_official(db)
+    login(client, official)
+    data = _form(inst, email_domains=f"{inst.domains[0].domain}\nnorthlake-health.org")
+    assert client.post(f"/institutions/{inst.id}/edit", data=data).status_code == 302
+    db.expire_all()
+    (claim,) = [d for d in inst.all_domains if d.domain == "northlake-health.org"]
+    assert claim.state == DomainState.PENDING
+    html = client.get(f"/institutions/{inst.id}").get_data(as_text=True)
+    assert "_atom-portal.northlake-health.org" in html
+    assert f"atom-portal-verification={claim.token}" in html
+    assert "Check DNS now" in html and "Verify (staff)" not in html
+
+    url = f"/institutions/{inst.id}/domains/{claim.id}/check"
+    monkeypatch.setitem(app.extensions, LOOKUP_EXTENSION, lambda name: ["something else"])
+    html = client.post(url, follow_redirects=True).get_data(as_text=True)
+    assert "No TXT record" in html
+    db.expire_all()
+    assert claim.state == DomainState.PENDING
+
+    monkeypatch.setitem(app.extensions, LOOKUP_EXTENSION, lambda name: [claim.txt_value])
+    html = client.post(url, follow_redirects=True).get_data(as_text=True)
+    assert "northlake-health.org is verified" in html
+    db.expire_all()
+    assert claim.state == DomainState.VERIFIED
+
+
+def test_dns_check_with_an_unreachable_nameserver_is_explained(
+    app: Flask, client: FlaskClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real dnspython path, configured (``DNS_NAMESERVERS``) to a port nothing listens on."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setitem(app.config, "DNS_NAMESERVERS", [f"127.0.0.1:{port}"])
+    monkeypatch.setitem(app.config, "DNS_TIMEOUT_SECONDS", 1)
+    inst, official = _partner_with_official(db)
+    claim = make_domain("northlake-health.org", state=DomainState.PENDING)
+    inst.all_domains.append(claim)
+    db.flush()
+    login(client, official)
+    resp = client.post(f"/institutions/{inst.id}/domains/{claim.id}/check", follow_redirects=True)
+    assert "DNS could not be checked for northlake-health.org" in resp.get_data(as_text=True)
+    db.expire_all()
+    assert claim.state == DomainState.PENDING

@@ -18,12 +18,14 @@ from sqlalchemy.orm import Session
 
 from portal.auth.emails import welcome
 from portal.auth.models import Role, User
+from portal.auth.services import send_email_verification
 from portal.institutions.emails import (
     affiliation_requested,
     remind_pending_request,
 )
-from portal.institutions.models import Affiliation, AffiliationState
+from portal.institutions.models import Affiliation, AffiliationSource, AffiliationState
 from portal.institutions.services import decide_affiliation, withdraw_affiliation_request
+from portal.institutions.workflow import AFFILIATION_WORKFLOW
 from portal.notifications.models import Delivery, OutboxMessage, OutboxState
 from portal.notifications.rendering import build_message, render_email
 from portal.notifications.services import send_digests, set_preferences
@@ -199,3 +201,56 @@ def test_headers_are_safe_from_user_text(app: Flask, db: Session) -> None:
             assert "\n" not in str(email["Subject"]) and "\r" not in str(email["Subject"])
             # The name stays a quoted display name; the only address is the stored one.
             assert [a.addr_spec for a in email["To"].addresses] == [msg.to_addr]
+
+
+def test_affiliation_ended_tells_the_person_why(app: Flask, db: Session) -> None:
+    inst = make_institution(db, name="Northlake University")
+    person = make_user(
+        db,
+        Role.RESEARCHER,
+        institution=inst,
+        display_name="Nia Newcomer",
+        email="nia@gmail.example",
+    )
+    (aff,) = person.affiliations
+    aff.source = AffiliationSource.IDP_CLAIM
+    db.flush()
+    reason = (
+        "Northlake IdP no longer vouches for your membership of Northlake University "
+        "(domains: northlake.edu): your verified address nia@gmail.example is in none of them, "
+        "and it sends no eduPersonScopedAffiliation scoped to them."
+    )
+    with app.app_context():
+        AFFILIATION_WORKFLOW.run(db, aff, "end", actor=person, reason=reason)
+    (msg,) = _outbox(db)
+    assert (msg.to_addr, msg.recipient_id) == ("nia@gmail.example", person.id)
+    _check("affiliation_ended", _rendered(app, msg))
+
+
+def test_affiliation_ended_mails_nobody_whose_address_is_unverified(
+    app: Flask, db: Session
+) -> None:
+    person = make_user(db, Role.RESEARCHER, email="typed@example.org", email_verified=False)
+    (aff,) = person.affiliations
+    aff.source = AffiliationSource.IDP_CLAIM
+    db.flush()
+    with app.app_context():
+        AFFILIATION_WORKFLOW.run(db, aff, "end", actor=person, reason="gone")
+    assert aff.state == AffiliationState.ENDED and _outbox(db) == []
+
+
+VERIFY_TOKEN = re.compile(r"/auth/verify-email/[A-Za-z0-9_.\-]+")
+
+
+def test_verify_email_goes_to_the_address_only(app: Flask, db: Session) -> None:
+    """The one mail to an unverified address: no name from the identity provider, no account."""
+    person = make_user(
+        db, display_name="Mallory Typed", email="someone@example.org", email_verified=False
+    )
+    with app.app_context():
+        send_email_verification(db, person)
+    (msg,) = _outbox(db)
+    assert (msg.to_addr, msg.recipient_id, msg.to_name) == ("someone@example.org", None, None)
+    text = VERIFY_TOKEN.sub("/auth/verify-email/<token>", _rendered(app, msg))
+    assert "Mallory" not in text
+    _check("verify_email", text)

@@ -1,0 +1,1 @@
+"""Tests of the demo and development code (portal/dev)."""
