@@ -65,9 +65,13 @@ DEFAULTS: dict[str, Any] = {
     # Client secrets by provider slug, e.g. {"cilogon": "..."}; or PORTAL_OIDC_SECRET_<SLUG>.
     # Put them in instance/portal.cfg or the environment, never in the database.
     "OIDC_CLIENT_SECRETS": {},
+    # The portal's private key (PEM) for private_key_jwt client authentication; unset: generated
+    # once in instance/oidc-client-key.pem (portal/auth/keys.py).
+    "OIDC_CLIENT_KEY": None,
     # Providers created or updated at startup (devserver) and by `flask auth seed-providers`:
     # a list of {"slug", "name", "issuer", "client_id", "kind", "discovery_url", "scopes",
-    # "algorithms", "institutions": [{"ror_id", "entity_id"}]}.
+    # "algorithms", "userinfo", "token_auth_method", "logout_at_provider",
+    # "institutions": [{"ror_id", "entity_id"}]}.
     "OIDC_PROVIDERS": [],
     # Flask-Limiter limit on the login endpoints, per client address.
     "AUTH_RATE_LIMIT": "20 per minute",

@@ -22,6 +22,7 @@ PUBLIC = {
     "core.index",  # the start page
     "core.healthz",  # load-balancer health check, says only "ok"
     "auth.login",  # the login page ("find your institution")
+    "admin.jwks",  # the portal's public key, for providers (private_key_jwt)
     "static",
 }
 ROLES = [None, *Role]

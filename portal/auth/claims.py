@@ -49,14 +49,21 @@ def email_of(claims: dict[str, Any]) -> tuple[str | None, bool]:
     return email.lower(), claims.get("email_verified") is True
 
 
-def display_name_of(claims: dict[str, Any]) -> str:
+def real_name_of(claims: dict[str, Any]) -> str | None:
+    """The person's name as the provider states it (``name``, or given and family name), if any."""
     name = claim_str(claims, "name", 200)
     if name:
         return name
     parts = [claim_str(claims, "given_name", 100), claim_str(claims, "family_name", 100)]
-    joined = " ".join(p for p in parts if p)
+    return " ".join(p for p in parts if p) or None
+
+
+def display_name_of(claims: dict[str, Any]) -> str:
+    """A name to show for a new person: their real name, else their user name, else the subject."""
     return (
-        joined or claim_str(claims, "preferred_username", 200) or str(claims.get("sub", ""))[:200]
+        real_name_of(claims)
+        or claim_str(claims, "preferred_username", 200)
+        or str(claims.get("sub", ""))[:200]
     )
 
 

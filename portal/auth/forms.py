@@ -7,7 +7,7 @@ from wtforms import BooleanField, HiddenField, IntegerField, SelectField, String
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
-from portal.auth.models import ProviderKind
+from portal.auth.models import ProviderKind, TokenAuthMethod, UserinfoMode
 
 
 class FindInstitutionForm(FlaskForm):
@@ -30,6 +30,15 @@ class StartLoginForm(FlaskForm):
 
 class DisableUserForm(FlaskForm):
     reason = TextAreaField("Reason", validators=[Optional(), Length(max=500)])
+
+
+class NameForm(FlaskForm):
+    name = StringField(
+        "Your name",
+        validators=[Optional(), Length(max=200)],
+        description="As the portal shows it to others. Leave empty to take your identity "
+        "provider's again at your next login.",
+    )
 
 
 class ProviderForm(FlaskForm):
@@ -65,6 +74,23 @@ class ProviderForm(FlaskForm):
         description="Space-separated; only these are accepted from this provider.",
     )
     enabled = BooleanField("Enabled (shown on the login page)", default=True)
+    userinfo_mode = SelectField(
+        "Ask UserInfo for the person's claims",
+        choices=[SelectChoice(m.value, m.label) for m in UserinfoMode],
+        default=UserinfoMode.ALWAYS.value,
+        description="Certified providers, Okta and many campus set-ups put e-mail, name and "
+        "affiliation in UserInfo only.",
+    )
+    token_auth_method = SelectField(
+        "Client authentication at the token endpoint",
+        choices=[SelectChoice(m.value, m.label) for m in TokenAuthMethod],
+        default=TokenAuthMethod.CLIENT_SECRET_BASIC.value,
+        description="For private_key_jwt, register the portal's key set URL /.well-known/jwks.json "
+        "with the provider instead of a secret.",
+    )
+    logout_at_provider = BooleanField(
+        "Log out at the provider too (where it offers RP-initiated logout)", default=False
+    )
     served_text = TextAreaField(
         "Institutions served",
         validators=[Optional(), Length(max=20000)],

@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -41,6 +42,8 @@ class User(TimestampMixin, Base):
     email_verified: Mapped[bool] = mapped_column(default=False)
     #: Admins can disable a user; a disabled user cannot log in and loses every session.
     is_disabled: Mapped[bool] = mapped_column(default=False)
+    #: The person set their name in the portal: logins no longer replace it with the provider's.
+    name_edited: Mapped[bool] = mapped_column(default=False, server_default=false())
     last_login_at: Mapped[dt.datetime | None]
 
     identities: Mapped[list[Identity]] = relationship(
@@ -147,6 +150,25 @@ class ProviderKind(LabelledEnum):
     FEDERATION = "federation", "Federation proxy"
 
 
+class UserinfoMode(LabelledEnum):
+    """When the portal asks a provider's UserInfo endpoint for the person's claims."""
+
+    #: After every login (the claims are fresh; providers that put them in UserInfo only work).
+    ALWAYS = "always", "After every login"
+    #: Only when the ID token lacks e-mail or name.
+    WHEN_MISSING = "when_missing", "When the ID token lacks e-mail or name"
+    NEVER = "never", "Never"
+
+
+class TokenAuthMethod(LabelledEnum):
+    """How the portal authenticates itself at the provider's token endpoint."""
+
+    CLIENT_SECRET_BASIC = "client_secret_basic", "Client secret (HTTP Basic)"
+    CLIENT_SECRET_POST = "client_secret_post", "Client secret (in the request body)"
+    #: A JWT signed with the portal's own key, whose public half it serves at /.well-known/jwks.json.
+    PRIVATE_KEY_JWT = "private_key_jwt", "Signed JWT with the portal's key (private_key_jwt)"
+
+
 class IdentityProvider(TimestampMixin, Base):
     """An OpenID Connect provider people may log in with. Its client secret is never stored here:
     it comes from the environment or the instance config (see ``portal.auth.oidc.client_secret``)."""
@@ -170,6 +192,18 @@ class IdentityProvider(TimestampMixin, Base):
     #: never taken from the provider's metadata).
     id_token_algs: Mapped[str] = mapped_column(String(100), default="RS256")
     enabled: Mapped[bool] = mapped_column(default=True)
+    userinfo_mode: Mapped[UserinfoMode] = mapped_column(
+        enum_type(UserinfoMode, "userinfo_mode"),
+        default=UserinfoMode.ALWAYS,
+        server_default=UserinfoMode.ALWAYS.value,
+    )
+    token_auth_method: Mapped[TokenAuthMethod] = mapped_column(
+        enum_type(TokenAuthMethod, "token_auth_method"),
+        default=TokenAuthMethod.CLIENT_SECRET_BASIC,
+        server_default=TokenAuthMethod.CLIENT_SECRET_BASIC.value,
+    )
+    #: "Log out" also ends the session at the provider (RP-initiated logout), where it offers that.
+    logout_at_provider: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     served: Mapped[list[ProviderInstitution]] = relationship(
         back_populates="provider", cascade="all, delete-orphan", order_by="ProviderInstitution.id"
@@ -231,10 +265,14 @@ class LoginSession(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[dt.datetime | None]
-    #: ``logout``, ``idle``, ``expired``, ``disabled``, ``replaced``.
+    #: ``logout``, ``idle``, ``expired``, ``disabled``, ``replaced``, ``provider`` (back-channel).
     end_reason: Mapped[str | None] = mapped_column(String(20))
     ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(300))
+    #: The ID token of the login (``id_token_hint`` when logging out at the provider too).
+    id_token: Mapped[str | None] = mapped_column(Text)
+    #: The provider's own session id (``sid``), which its back-channel logout names.
+    provider_sid: Mapped[str | None] = mapped_column(String(255), index=True)
 
     user: Mapped[User] = relationship()
     identity: Mapped[Identity | None] = relationship()

@@ -1,5 +1,5 @@
 """The OpenID Connect client: Authlib's Flask client, one per registered identity provider, with the
-checks Authlib leaves to the application (see /work/shared/SECURITY-NOTES.md):
+checks Authlib leaves to the application (see ../shared/SECURITY-NOTES.md):
 
 - the discovery document's ``issuer`` must equal the configured one (Authlib merges it unchecked);
 - ID-token algorithms come from the provider's registry entry, never from its metadata;
@@ -26,15 +26,20 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
 from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from flask import current_app, request, session
+from joserfc import jwt
+from joserfc.jwk import KeySet
 from sqlalchemy import delete, select
 
-from portal.auth.models import IdentityProvider, OAuthLoginState
+from portal.auth.keys import client_key
+from portal.auth.models import IdentityProvider, OAuthLoginState, TokenAuthMethod, UserinfoMode
 from portal.core.errors import DomainError
 from portal.core.models import utcnow
 from portal.extensions import db
@@ -196,14 +201,23 @@ def client_for(provider: IdentityProvider) -> FlaskOAuth2App:
         "issuer": provider.issuer,
         "id_token_signing_alg_values_supported": provider.algorithms,
     }
+    method = provider.token_auth_method
+    auth_methods: list[Any] = []
+    secret: Any = client_secret(provider)
+    if method == TokenAuthMethod.PRIVATE_KEY_JWT:
+        key = client_key()
+        secret = key
+        auth_methods = [PrivateKeyJWT(metadata["token_endpoint"], headers={"kid": key.kid})]
     return FlaskOAuth2App(
         DatabaseStateIntegration(provider.slug),
         name=provider.slug,
         client_id=provider.client_id,
-        client_secret=client_secret(provider),
+        client_secret=secret,
+        client_auth_methods=auth_methods,
         client_kwargs={
             "scope": provider.scopes,
             "code_challenge_method": "S256",
+            "token_endpoint_auth_method": method.value,
             "default_timeout": current_app.config["OIDC_HTTP_TIMEOUT_SECONDS"],
         },
         **pinned,
@@ -225,8 +239,28 @@ def begin_login(
     return str(rv["url"])
 
 
-def finish_login(provider: IdentityProvider) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check the callback and the ID token; return (verified claims, the login's stored data)."""
+#: Claims the portal needs about a person; without them in the ID token, UserInfo is asked
+#: (``UserinfoMode.WHEN_MISSING``).
+PROFILE_CLAIMS = frozenset({"email", "name"})
+
+#: Claims about the token itself: always the ID token's, never UserInfo's.
+TOKEN_CLAIMS = frozenset(
+    {"iss", "sub", "aud", "exp", "iat", "nbf", "nonce", "azp", "auth_time", "acr", "amr", "sid"}
+)
+
+
+@dataclass(frozen=True)
+class Login:
+    """A verified login: the person's claims (ID token, and UserInfo where asked), the login's
+    stored data (``next``, linking), and the raw ID token (the hint when logging out there)."""
+
+    claims: dict[str, Any]
+    data: dict[str, Any]
+    id_token: str
+
+
+def finish_login(provider: IdentityProvider) -> Login:
+    """Check the callback and the ID token, then ask UserInfo as the provider is set up to."""
     args = request.args
     if args.get("error"):
         raise LoginError("provider_error", f"{provider.name} did not log you in.")
@@ -275,7 +309,186 @@ def finish_login(provider: IdentityProvider) -> tuple[dict[str, Any], dict[str, 
         raise LoginError(f"id_token_invalid:{type(e).__name__}:{str(e)[:80]}") from e
     if claims is None:
         raise LoginError("no_id_token")
-    return dict(claims), data
+    verified = dict(claims)
+    endpoint = metadata.get("userinfo_endpoint")
+    mode = provider.userinfo_mode
+    if isinstance(endpoint, str) and (
+        mode == UserinfoMode.ALWAYS
+        or (mode == UserinfoMode.WHEN_MISSING and not verified.keys() >= PROFILE_CLAIMS)
+    ):
+        info = _userinfo(provider, client, endpoint, str(token["access_token"]))
+        # OIDC Core 5.3.2: the UserInfo sub must be exactly the ID token's, or nothing is used.
+        if info.get("sub") != verified["sub"]:
+            raise LoginError(
+                "userinfo_sub_mismatch",
+                f"{provider.name} described someone else than the person who logged in.",
+            )
+        verified = {**verified, **{k: v for k, v in info.items() if k not in TOKEN_CLAIMS}}
+    return Login(verified, data, str(token["id_token"]))
+
+
+def _userinfo(
+    provider: IdentityProvider, client: FlaskOAuth2App, endpoint: str, access_token: str
+) -> dict[str, Any]:
+    """The provider's UserInfo answer for ``access_token``: JSON, or a JWT signed with one of its
+    keys and a pinned algorithm (issued by it, for this client). Anything else fails the login."""
+    unreachable = LoginError(
+        "userinfo_failed", f"{provider.name} did not describe you. Please try again later."
+    )
+    try:
+        resp = requests.get(
+            endpoint,
+            headers={
+                "Authorization": f"Bearer {access_token}",
+                "Accept": "application/json, application/jwt",
+            },
+            timeout=current_app.config["OIDC_HTTP_TIMEOUT_SECONDS"],
+        )
+    except requests.RequestException as e:
+        raise unreachable from e
+    if resp.status_code != 200:
+        raise unreachable
+    if resp.headers.get("Content-Type", "").split(";")[0].strip() == "application/jwt":
+        try:
+            keys = KeySet.import_key_set(client.fetch_jwk_set())
+            token = jwt.decode(resp.text.strip(), keys, algorithms=provider.algorithms)
+            claims = dict(token.claims)
+        except Exception as e:  # a bad signature, algorithm or format fails the login
+            raise LoginError(f"userinfo_jwt_invalid:{type(e).__name__}", unreachable.args[0]) from e
+        # OIDC Core 5.3.2: a signed answer SHOULD name its issuer and this client; if it does,
+        # they must be right.
+        aud = claims.get("aud", provider.client_id)
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if (
+            claims.get("iss", provider.issuer) != provider.issuer
+            or provider.client_id not in audiences
+        ):
+            raise LoginError("userinfo_jwt_invalid:issuer_or_audience", unreachable.args[0])
+        return claims
+    try:
+        info = resp.json()
+    except ValueError as e:
+        raise LoginError("userinfo_not_json", unreachable.args[0]) from e
+    if not isinstance(info, dict):
+        raise LoginError("userinfo_not_json", unreachable.args[0])
+    return info
+
+
+def logout_url(provider: IdentityProvider, id_token: str | None, post_logout: str) -> str | None:
+    """Where to send the browser to end its session at ``provider`` too (RP-initiated logout),
+    when the provider is set up for it and offers an ``end_session_endpoint``; else None."""
+    if not provider.logout_at_provider:
+        return None
+    try:
+        endpoint = _fetch_metadata(provider).get("end_session_endpoint")
+    except LoginError:
+        return None  # the provider is unreachable: the portal's own logout still happened
+    if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+        return None
+    params = {"client_id": provider.client_id, "post_logout_redirect_uri": post_logout}
+    if id_token:
+        params["id_token_hint"] = id_token
+    return endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
+
+
+BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+
+
+def verify_logout_token(provider: IdentityProvider, logout_token: str) -> dict[str, Any]:
+    """The claims of a Back-Channel Logout token (OIDC Back-Channel Logout 1.0, 2.6): signed by
+    the provider with a pinned algorithm, for this client, recent, with the logout event, a
+    ``sub`` or ``sid``, and no ``nonce``. Anything else raises LoginError."""
+    try:
+        metadata = _fetch_metadata(provider)
+        jwks = requests.get(
+            str(metadata["jwks_uri"]), timeout=current_app.config["OIDC_HTTP_TIMEOUT_SECONDS"]
+        ).json()
+        token = jwt.decode(
+            logout_token, KeySet.import_key_set(jwks), algorithms=provider.algorithms
+        )
+        leeway = int(current_app.config["OIDC_LEEWAY_SECONDS"])
+        jwt.JWTClaimsRegistry(
+            leeway=leeway,
+            iss={"essential": True, "value": provider.issuer},
+            aud={"essential": True, "value": provider.client_id},
+            iat={"essential": True},
+            jti={"essential": True},
+        ).validate(token.claims)
+    except LoginError:
+        raise
+    except Exception as e:  # a bad signature, issuer, audience, format …
+        raise LoginError(f"logout_token_invalid:{type(e).__name__}", "Invalid logout token.") from e
+    claims = dict(token.claims)
+    events = claims.get("events")
+    if not isinstance(events, dict) or BACKCHANNEL_EVENT not in events:
+        raise LoginError("logout_token_invalid:events", "Invalid logout token.")
+    if "nonce" in claims or not (claims.get("sub") or claims.get("sid")):
+        raise LoginError("logout_token_invalid:claims", "Invalid logout token.")
+    return claims
+
+
+def discovery_summary(provider: IdentityProvider) -> dict[str, Any] | None:
+    """What the provider's cached discovery document says, for its admin page (no network)."""
+    with _metadata_lock:
+        hit = _metadata_cache.get((provider.metadata_url, provider.issuer))
+    if hit is None:
+        return None
+    metadata = hit[1]
+    keys = (
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "end_session_endpoint",
+        "jwks_uri",
+        "id_token_signing_alg_values_supported",
+        "userinfo_signing_alg_values_supported",
+        "token_endpoint_auth_methods_supported",
+        "code_challenge_methods_supported",
+        "authorization_response_iss_parameter_supported",
+        "backchannel_logout_supported",
+        "backchannel_logout_session_supported",
+    )
+    return {k: metadata.get(k) for k in keys}
+
+
+def test_provider(provider: IdentityProvider) -> str:
+    """Fetch the provider's discovery document and key set afresh; a short report, or LoginError."""
+    key = (provider.metadata_url, provider.issuer)
+    with _metadata_lock:
+        _metadata_cache.pop(key, None)
+    metadata = _fetch_metadata(provider)
+    try:
+        jwks = requests.get(
+            str(metadata["jwks_uri"]), timeout=current_app.config["OIDC_HTTP_TIMEOUT_SECONDS"]
+        ).json()
+        keys = KeySet.import_key_set(jwks)
+    except Exception as e:  # unreachable, not JSON, not a key set
+        raise LoginError("jwks_unreachable", f"{provider.name}'s key set cannot be read.") from e
+    algs = metadata.get("id_token_signing_alg_values_supported") or []
+    usable = [a for a in provider.algorithms if a in algs]
+    if not usable:
+        raise LoginError(
+            "no_common_algorithm",
+            f"{provider.name} signs ID tokens with {', '.join(map(str, algs)) or 'nothing stated'}; "
+            f"none of them is allowed here ({', '.join(provider.algorithms)}).",
+        )
+    methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+    if provider.token_auth_method.value not in methods:
+        raise LoginError(
+            "auth_method_unsupported",
+            f"{provider.name} does not accept {provider.token_auth_method.value} "
+            f"(it offers {', '.join(map(str, methods))}).",
+        )
+    return (
+        f"{provider.name} answers: discovery and {len(keys.keys)} signing key(s) read; "
+        f"ID tokens signed with {', '.join(usable)}."
+    )
+
+
+def claim_text(claims: dict[str, Any], name: str, limit: int = 255) -> str | None:
+    """A claim that must be a short string, or None."""
+    value = claims.get(name)
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
 
 
 def safe_next(target: str | None) -> str | None:

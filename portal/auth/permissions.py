@@ -55,6 +55,13 @@ def can_disable_user(user: Any, target: User) -> bool:
     return u is not None and is_admin(u) and u.id != target.id
 
 
+@rule("You can only change your own name.")
+def can_rename_user(user: Any, target: User) -> bool:
+    """People set the name shown for themselves."""
+    u = as_user(user)
+    return u is not None and u.id == target.id
+
+
 @rule("That login is not yours.")
 def can_unlink_identity(user: Any, identity: Identity) -> bool:
     """People unlink their own login identities only (the last one is kept: see services)."""

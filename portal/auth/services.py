@@ -23,11 +23,14 @@ from portal.auth.models import (
     LoginSession,
     ProviderInstitution,
     ProviderKind,
+    TokenAuthMethod,
     User,
+    UserinfoMode,
 )
 from portal.auth.permissions import (
     can_disable_user,
     can_manage_identity_providers,
+    can_rename_user,
     can_unlink_identity,
 )
 from portal.core import audit
@@ -118,6 +121,10 @@ def complete_login(
         user.email, user.email_verified = email, True
     elif email and user.email is None:
         user.email, user.email_verified = email, False
+    # The name follows the provider at every login, unless the person set it in the portal.
+    name = claim_rules.real_name_of(dict(claims))
+    if name and not user.name_edited and link_to is None and user.display_name != name:
+        user.display_name = name
     user.last_login_at = now
     session.flush()
     evidence = claim_rules.affiliation_evidence(provider, dict(claims))
@@ -312,6 +319,21 @@ def end_session(session: AnySession, record: LoginSession, *, reason: str) -> No
         audit.record(session, f"session.{reason}", actor=None, obj=record, user_id=record.user_id)
 
 
+def rename_user(session: AnySession, user: User, *, actor: User, name: str) -> User:
+    """The person sets the name the portal shows for them; logins then keep it (empty: follow the
+    identity provider's name again from the next login)."""
+    check(can_rename_user, actor, user)
+    name = " ".join(name.split())[:200]
+    before = user.display_name
+    if name:
+        user.display_name, user.name_edited = name, True
+    else:
+        user.name_edited = False
+    session.flush()
+    audit.record(session, "user.rename", actor=actor, obj=user, before=before, after=name or None)
+    return user
+
+
 def log_in(
     session: AnySession,
     user: User,
@@ -320,6 +342,8 @@ def log_in(
     replacing: str | None,
     ip: str | None,
     user_agent: str | None,
+    id_token: str | None = None,
+    provider_sid: str | None = None,
 ) -> str:
     """Start a new login session for ``user`` (ending the one whose token the browser still had);
     returns the new session's token for the cookie."""
@@ -329,12 +353,16 @@ def log_in(
         )
         if record is not None:
             end_session(session, record, reason="replaced")
-    _, token = start_session(session, user, identity=identity, ip=ip, user_agent=user_agent)
+    record, token = start_session(session, user, identity=identity, ip=ip, user_agent=user_agent)
+    record.id_token, record.provider_sid = id_token, provider_sid
+    session.flush()
     return token
 
 
-def log_out(session: AnySession, user: User | None, token: str | None) -> None:
-    """End the session of ``token`` for good, and record the logout."""
+def log_out(session: AnySession, user: User | None, token: str | None) -> LoginSession | None:
+    """End the session of ``token`` for good, and record the logout; returns the session record
+    (the caller may also end the session at the provider with its ID token)."""
+    record = None
     if token:
         record = session.scalar(
             select(LoginSession).where(LoginSession.token_hash == token_hash(token))
@@ -343,6 +371,47 @@ def log_out(session: AnySession, user: User | None, token: str | None) -> None:
             end_session(session, record, reason="logout")
     if user is not None:
         audit.record(session, "auth.logout", actor=user, obj=user)
+    return record
+
+
+def provider_of(session: AnySession, record: LoginSession) -> IdentityProvider | None:
+    """The enabled provider through which the session ``record`` began, if any."""
+    if record.identity is None:
+        return None
+    return session.scalar(
+        select(IdentityProvider).where(
+            IdentityProvider.issuer == record.identity.issuer, IdentityProvider.enabled.is_(True)
+        )
+    )
+
+
+def end_provider_sessions(
+    session: AnySession, provider: IdentityProvider, *, sid: str | None, subject: str | None
+) -> int:
+    """OIDC Back-Channel Logout: the provider ended its session ``sid`` (or every session of
+    ``subject``); end the portal sessions that began with it. Returns how many."""
+    live = (
+        select(LoginSession)
+        .join(Identity, Identity.id == LoginSession.identity_id)
+        .where(LoginSession.ended_at.is_(None), Identity.issuer == provider.issuer)
+    )
+    if sid:
+        live = live.where(LoginSession.provider_sid == sid)
+    if subject:
+        live = live.where(Identity.subject == subject)
+    records = session.scalars(live).all()
+    for record in records:
+        end_session(session, record, reason="provider")
+    audit.record(
+        session,
+        "auth.backchannel_logout",
+        actor=None,
+        obj=provider,
+        sid=sid,
+        subject=subject,
+        sessions_ended=len(records),
+    )
+    return len(records)
 
 
 def record_login_failure(
@@ -470,6 +539,9 @@ def save_provider(
     allowed_algorithms: Iterable[str] = ("RS256",),
     enabled: bool = True,
     served: Iterable[tuple[Institution, str | None]] = (),
+    userinfo_mode: UserinfoMode = UserinfoMode.ALWAYS,
+    token_auth_method: TokenAuthMethod = TokenAuthMethod.CLIENT_SECRET_BASIC,
+    logout_at_provider: bool = False,
 ) -> IdentityProvider:
     """Register an identity provider or change one (``actor`` None: seeding from configuration).
     Its secret is configuration, never a field here."""
@@ -502,6 +574,8 @@ def save_provider(
     provider.issuer, provider.discovery_url = issuer, discovery_url
     provider.client_id, provider.scopes = client_id.strip(), " ".join(scope_list)
     provider.id_token_algs, provider.enabled = " ".join(algs), enabled
+    provider.userinfo_mode, provider.token_auth_method = userinfo_mode, token_auth_method
+    provider.logout_at_provider = logout_at_provider
     if creating:
         session.add(provider)
     _set_served(session, provider, served)
@@ -553,6 +627,11 @@ def seed_providers(
                 allowed_algorithms=allowed,
                 enabled=bool(cfg.get("enabled", True)),
                 served=served,
+                userinfo_mode=UserinfoMode(cfg.get("userinfo", UserinfoMode.ALWAYS.value)),
+                token_auth_method=TokenAuthMethod(
+                    cfg.get("token_auth_method", TokenAuthMethod.CLIENT_SECRET_BASIC.value)
+                ),
+                logout_at_provider=bool(cfg.get("logout_at_provider", False)),
             )
         )
     return out

@@ -3,6 +3,8 @@ identities and sessions), and the admin pages for identity providers and users."
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import (
     Blueprint,
     abort,
@@ -21,14 +23,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from portal.auth import oidc, services
-from portal.auth.forms import DisableUserForm, FindInstitutionForm, ProviderForm, StartLoginForm
+from portal.auth.forms import (
+    DisableUserForm,
+    FindInstitutionForm,
+    NameForm,
+    ProviderForm,
+    StartLoginForm,
+)
+from portal.auth.keys import public_jwks
 from portal.auth.models import (
     Identity,
     IdentityProvider,
     LoginSession,
     ProviderInstitution,
     ProviderKind,
+    TokenAuthMethod,
     User,
+    UserinfoMode,
 )
 from portal.auth.oidc import LoginError, safe_next
 from portal.auth.permissions import (
@@ -53,7 +64,7 @@ from portal.core.web import (
     require_valid,
     writes_on_get,
 )
-from portal.extensions import db, limiter
+from portal.extensions import csrf, db, limiter
 from portal.institutions.models import Institution
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -182,14 +193,16 @@ def _login_failed(provider: IdentityProvider | None, e: DomainError) -> Response
 def callback(slug: str) -> ResponseReturnValue:
     provider = _enabled_provider(slug)
     try:
-        claims, data = oidc.finish_login(provider)
-        link_user_id = data.get("link_user_id")
+        login = oidc.finish_login(provider)
+        link_user_id = login.data.get("link_user_id")
         link_to = None
         if link_user_id is not None:
             link_to = as_user(current_user)
             if link_to is None or link_to.id != link_user_id:
                 raise LoginError("link_user_changed", "Log in again before linking a login.")
-        user, identity = services.complete_login(db.session, provider, claims, link_to=link_to)
+        user, identity = services.complete_login(
+            db.session, provider, login.claims, link_to=link_to
+        )
     except DomainError as e:
         return _login_failed(provider, e)
     if link_to is not None:
@@ -203,6 +216,8 @@ def callback(slug: str) -> ResponseReturnValue:
         replacing=current_token(),
         ip=oidc.remote_addr(),
         user_agent=oidc.user_agent(),
+        id_token=login.id_token,
+        provider_sid=oidc.claim_text(login.claims, "sid"),
     )
     db.session.commit()
     # A new session: nothing from before the login survives in the cookie.
@@ -210,19 +225,69 @@ def callback(slug: str) -> ResponseReturnValue:
     login_user(user)
     session[SESSION_TOKEN_KEY] = token
     session.permanent = True
-    return redirect(safe_next(data.get("next")) or url_for("core.dashboard"))
+    return redirect(safe_next(login.data.get("next")) or url_for("core.dashboard"))
 
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    form = ConfirmForm()
-    require_valid(form)
-    services.log_out(db.session, as_user(current_user), current_token())
+    require_valid(ConfirmForm())
+    record = services.log_out(db.session, as_user(current_user), current_token())
+    provider = services.provider_of(db.session, record) if record is not None else None
+    end_there = (
+        oidc.logout_url(provider, record.id_token, url_for("core.index", _external=True))
+        if provider is not None and record is not None
+        else None
+    )
     db.session.commit()
     logout_user()
     session.clear()
+    if end_there and provider is not None:
+        # A page, not a redirect: browsers apply the form-action policy to a form's redirects,
+        # and the logout button is on every page. Its link (and meta refresh) is a navigation.
+        return render_template(
+            "auth/logged_out.html", end_there=end_there, provider_name=provider.name
+        )
     flash("You are logged out.", "info")
     return redirect(url_for("core.index"))
+
+
+@bp.post("/backchannel-logout/<slug>")
+def backchannel_logout(slug: str) -> ResponseReturnValue:
+    """OIDC Back-Channel Logout 1.0: the provider tells the portal that a session of its ended."""
+    provider = _enabled_provider(slug)
+    token = request.form.get("logout_token", "")
+    try:
+        claims = oidc.verify_logout_token(provider, token)
+    except LoginError as e:
+        db.session.rollback()
+        services.record_login_failure(db.session, provider, reason=e.reason, actor=None)
+        db.session.commit()
+        return _no_store({"error": "invalid_request", "error_description": str(e)}, 400)
+    services.end_provider_sessions(
+        db.session,
+        provider,
+        sid=oidc.claim_text(claims, "sid"),
+        subject=oidc.claim_text(claims, "sub"),
+    )
+    db.session.commit()
+    return _no_store({}, 200)
+
+
+# The provider calls it server to server: no browser session, no CSRF token; the signed logout
+# token is the authority.
+csrf.exempt(backchannel_logout)
+
+
+def _no_store(body: dict[str, Any], status: int) -> ResponseReturnValue:
+    response = make_response(body, status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@admin_bp.get("/.well-known/jwks.json")
+def jwks() -> ResponseReturnValue:
+    """The portal's public key, for providers that authenticate it by ``private_key_jwt``."""
+    return public_jwks()
 
 
 # --- your account -------------------------------------------------------------------------------
@@ -252,6 +317,7 @@ def account() -> ResponseReturnValue:
         sessions=sessions,
         current_hash=services.token_hash(token) if token else None,
         form=ConfirmForm(),
+        name_form=NameForm(name=user.display_name),
         user=user,
         verify_hours=current_app.config["EMAIL_VERIFY_MAX_AGE_HOURS"],
     )
@@ -310,6 +376,24 @@ def link(slug: str) -> ResponseReturnValue:
         return _login_failed(provider, e)
     db.session.commit()
     return redirect(url)
+
+
+@bp.post("/account/name")
+@login_required
+def rename() -> ResponseReturnValue:
+    form = NameForm()
+    return post_action(
+        form,
+        lambda: services.rename_user(
+            db.session, current_user, actor=current_user, name=form.name.data or ""
+        ),
+        back=url_for(".account"),
+        done=lambda u: (
+            f"The portal calls you {u.display_name}."
+            if u.name_edited
+            else "Your name follows your identity provider again from your next login."
+        ),
+    )
 
 
 @bp.post("/identities/<int:identity_id>/unlink")
@@ -378,6 +462,9 @@ def _provider_form_page(
             allowed_algorithms=current_app.config["OIDC_ALLOWED_ALGORITHMS"],
             enabled=bool(form.enabled.data),
             served=_served_from_form(form),
+            userinfo_mode=UserinfoMode(form.userinfo_mode.data),
+            token_auth_method=TokenAuthMethod(form.token_auth_method.data),
+            logout_at_provider=bool(form.logout_at_provider.data),
         )
         oidc.clear_metadata_cache()
         return saved
@@ -391,7 +478,22 @@ def _provider_form_page(
         provider=provider,
         secret_name=f"PORTAL_OIDC_SECRET_{slug}",
         has_secret=provider is not None and oidc.client_secret(provider) is not None,
+        discovered=oidc.discovery_summary(provider) if provider is not None else None,
     )
+
+
+@bp.post("/admin/providers/<int:provider_id>/test")
+@login_required
+def provider_test(provider_id: int) -> ResponseReturnValue:
+    """Read the provider's discovery document and key set now, and say what was found."""
+    check(can_manage_identity_providers, current_user)
+    provider = load(IdentityProvider, provider_id)
+    require_valid(ConfirmForm())
+    try:
+        flash(oidc.test_provider(provider), "success")
+    except LoginError as e:
+        flash(f"{e} ({e.reason})", "danger")
+    return redirect(url_for(".provider_edit", provider_id=provider.id)), 303
 
 
 @bp.route("/admin/providers/new", methods=["GET", "POST"])
@@ -409,6 +511,8 @@ def provider_edit(provider_id: int) -> ResponseReturnValue:
     form = ProviderForm(obj=provider)
     if request.method == "GET":
         form.kind.data = provider.kind.value
+        form.userinfo_mode.data = provider.userinfo_mode.value
+        form.token_auth_method.data = provider.token_auth_method.value
         form.algorithms.data = provider.id_token_algs
         form.served_text.data = "\n".join(
             f"{pi.institution.ror_id} {pi.entity_id or ''}".strip() for pi in provider.served

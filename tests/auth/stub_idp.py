@@ -41,6 +41,15 @@ class StubIdP:
     #: Whether discovery says the ``iss`` parameter is always sent (RFC 9207).
     advertise_iss: bool = False
     claims: dict[str, Any] = field(default_factory=dict)
+    #: What UserInfo answers: json, jwt (signed with the provider's key), jwt_other_key,
+    #: sub_mismatch, down (HTTP 500), garbage (not JSON); and with which claims.
+    userinfo_mode: str = "json"
+    userinfo: dict[str, Any] = field(default_factory=dict)
+    userinfo_calls: int = 0
+    #: The form of the last token request (to inspect the client's authentication).
+    last_token_request: dict[str, str] = field(default_factory=dict)
+    #: The ``sid`` put in ID tokens (the provider's session).
+    sid: str = "stub-session-1"
     key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}))
     other_key: RSAKey = field(
         default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"})
@@ -50,6 +59,24 @@ class StubIdP:
     def reset(self) -> None:
         self.mode, self.discovery_issuer, self.iss_param, self.claims = "ok", None, None, {}
         self.advertise_iss = False
+        self.userinfo_mode, self.userinfo, self.userinfo_calls = "json", {}, 0
+        self.last_token_request = {}
+
+    def logout_token(self, client_id: str, **overrides: Any) -> str:
+        """A Back-Channel Logout token for this provider's session ``sid`` (overrides change or,
+        with None, remove claims)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.base,
+            "aud": client_id,
+            "iat": now,
+            "jti": secrets.token_urlsafe(8),
+            "sid": self.sid,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        }
+        claims.update(overrides)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        return jwt.encode({"alg": "RS256", "kid": "k1", "typ": "logout+jwt"}, claims, self.key)
 
     def id_token(self, client_id: str, nonce: str | None, sub: str) -> str:
         now = int(time.time())
@@ -60,6 +87,7 @@ class StubIdP:
             "iat": now,
             "exp": now + 300,
             "nonce": nonce,
+            "sid": self.sid,
             **self.claims,
         }
         if self.mode == "wrong_aud":
@@ -100,8 +128,34 @@ class StubIdP:
                     "response_types_supported": ["code"],
                     "subject_types_supported": ["public"],
                     "authorization_response_iss_parameter_supported": self.advertise_iss,
+                    "userinfo_endpoint": f"{self.base}/userinfo",
+                    "end_session_endpoint": f"{self.base}/logout",
+                    "token_endpoint_auth_methods_supported": [
+                        "client_secret_basic",
+                        "client_secret_post",
+                        "private_key_jwt",
+                    ],
+                    "backchannel_logout_supported": True,
                 }
             )
+
+        @app.get("/userinfo")
+        def userinfo() -> Any:
+            self.userinfo_calls += 1
+            if request.headers.get("Authorization") != "Bearer at":
+                return jsonify({"error": "invalid_token"}), 401
+            claims = {"sub": self.userinfo.get("sub", "stub-user"), **self.userinfo}
+            if self.userinfo_mode == "sub_mismatch":
+                claims["sub"] = "somebody-else"
+            if self.userinfo_mode == "down":
+                return "upstream broke", 500
+            if self.userinfo_mode == "garbage":
+                return "<html>not json</html>", 200, {"Content-Type": "text/html"}
+            if self.userinfo_mode in ("jwt", "jwt_other_key"):
+                key = self.key if self.userinfo_mode == "jwt" else self.other_key
+                body = jwt.encode({"alg": "RS256", "kid": "k1"}, claims, key)
+                return body, 200, {"Content-Type": "application/jwt"}
+            return jsonify(claims)
 
         @app.get("/jwks")
         def jwks() -> Any:
@@ -122,6 +176,10 @@ class StubIdP:
 
         @app.post("/token")
         def token() -> Any:
+            self.last_token_request = {
+                **request.form.to_dict(),
+                "authorization": request.headers.get("Authorization", ""),
+            }
             data = self.codes.pop(request.form.get("code", ""), None)
             if data is None:
                 return jsonify({"error": "invalid_grant"}), 400
