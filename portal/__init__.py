@@ -62,6 +62,7 @@ DOMAINS = (
     "portal.auth",
     "portal.institutions",
     "portal.notifications",
+    "portal.proposals",
     "portal.dev",
 )
 
@@ -71,4 +72,5 @@ def _import_models() -> None:
     import portal.auth.models
     import portal.core.audit
     import portal.institutions.models
-    import portal.notifications.models  # noqa: F401
+    import portal.notifications.models
+    import portal.proposals.models  # noqa: F401

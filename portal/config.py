@@ -86,6 +86,9 @@ DEFAULTS: dict[str, Any] = {
     "DNS_NAMESERVERS": [],
     # Seconds to wait for DNS before telling the person to try again later.
     "DNS_TIMEOUT_SECONDS": 5,
+    # --- Proposals (portal/proposals) ---
+    # Days a team invitation's link stays valid (it also works only once).
+    "INVITATION_DAYS": 14,
     # --- E-mail (portal/notifications) ---
     # Where people reach the portal; e-mails link there (the mail worker runs outside requests).
     "BASE_URL": "http://127.0.0.1:5000",
@@ -113,6 +116,13 @@ DEFAULTS: dict[str, Any] = {
     "MAIL_WORKER_INTERVAL": 10,
     # `make run`: the local SMTP sink's Maildir folder (default: instance/mail-sink).
     "MAIL_SINK_DIR": None,
+    # --- Proposals (portal/proposals) ---
+    # Where attached PDFs are kept, outside static/ (relative paths: inside the instance folder);
+    # created owner-only (0o700) at the first upload. Unset: instance/attachments.
+    "ATTACHMENT_FOLDER": None,
+    # Largest PDF attachment in bytes; a larger file is refused with a reason on the proposal page
+    # (MAX_CONTENT_LENGTH still caps the whole request with a 413 page).
+    "ATTACHMENT_MAX_BYTES": 10 * 1024 * 1024,
 }
 
 

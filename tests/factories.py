@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import uuid
 from typing import Any
@@ -20,6 +21,25 @@ from portal.institutions.models import (
 )
 from portal.institutions.services import ror_checksum
 from portal.notifications.models import OutboxMessage, OutboxState
+from portal.proposals.checklist import snapshot
+from portal.proposals.models import (
+    FIELDS,
+    Attachment,
+    AttachmentKind,
+    Call,
+    CallResource,
+    CallState,
+    OutputKind,
+    PlannedOutput,
+    Proposal,
+    ProposalState,
+    ProposalVersion,
+    Resource,
+    ResourceRequest,
+    RubricCriterion,
+    TeamMember,
+    TeamRole,
+)
 
 _seq = itertools.count(1)
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -173,3 +193,146 @@ def make_actor(session: AnySession, role_name: str, own: Institution) -> User | 
     if role_name == "anonymous":
         return None
     return make_user(session, _ROLE_OF[role_name], institution=own)
+
+
+# --- Resources, calls and proposals -----------------------------------------------------------
+
+#: Text long enough to satisfy the submit checklist (portal.proposals.checklist).
+_ABSTRACT = "We study how open language models learn to reason over long scientific documents. " * 4
+_PLAN = "Month 1-3: build the corpus and baselines. Month 4-9: train and evaluate the models. " * 8
+_JUSTIFICATION = "Pre-training runs of 1B-parameter models, three seeds each, with ablations."
+
+
+def make_resource(session: AnySession, **kw: Any) -> Resource:
+    """A GPU pool in the catalog (a cluster of its own, so any number may be made)."""
+    n = next(_seq)
+    resource = Resource(
+        cluster=kw.pop("cluster", f"cluster-{n}"),
+        gpu_class=kw.pop("gpu_class", "H100"),
+        capacity_hours=kw.pop("capacity_hours", 1_000_000),
+        period_months=kw.pop("period_months", 12),
+        description=kw.pop("description", "Nodes of 8 GPUs with InfiniBand."),
+        **kw,
+    )
+    session.add(resource)
+    session.flush()
+    return resource
+
+
+def make_call(
+    session: AnySession,
+    *,
+    state: CallState = CallState.OPEN,
+    endorsement_required: bool = True,
+    resources: int = 1,
+    budget_hours: int = 100_000,
+    max_request_hours: int = 10_000,
+    **kw: Any,
+) -> Call:
+    """A call in ``state`` offering ``resources`` new resources (each ``budget_hours``, at most
+    ``max_request_hours`` per proposal), with a two-criterion rubric; rolling unless given dates."""
+    n = next(_seq)
+    call = Call(
+        title=kw.pop("title", f"Open models call {n}"),
+        description=kw.pop("description", "Compute for **open** research."),
+        eligibility=kw.pop("eligibility", "Faculty at partner institutions."),
+        state=state,
+        endorsement_required=endorsement_required,
+        **kw,
+    )
+    for _ in range(resources):
+        call.resources.append(
+            CallResource(
+                resource=make_resource(session),
+                budget_hours=budget_hours,
+                max_request_hours=max_request_hours,
+            )
+        )
+    call.criteria = [
+        RubricCriterion(position=0, name="Scientific merit", weight=2, scale_max=5),
+        RubricCriterion(position=1, name="Openness", weight=1, scale_max=5),
+    ]
+    session.add(call)
+    session.flush()
+    return call
+
+
+def make_proposal(
+    session: AnySession,
+    *,
+    call: Call | None = None,
+    pi: User | None = None,
+    state: ProposalState = ProposalState.DRAFT,
+    complete: bool = False,
+    **kw: Any,
+) -> Proposal:
+    """A proposal by ``pi`` (a researcher at a new partner institution if not given) to ``call``
+    (a new open one if not given), in ``state``. ``complete``: everything the checklist asks for
+    is filled in (a proposal ever submitted always is). A proposal ever submitted has
+    ``submitted_at`` and version 1 with its frozen ``ProposalVersion``; endorsed or returned ones
+    name the deciding official only if ``endorsed_by_id`` is given."""
+    call = call or make_call(session)
+    pi = pi or make_user(session, Role.RESEARCHER)
+    institution = kw.pop("institution", None) or next(
+        (
+            a.institution
+            for a in pi.affiliations
+            if a.state == AffiliationState.ACTIVE
+            and a.institution.state == InstitutionState.PARTNER
+        ),
+        None,
+    )
+    if institution is None:
+        institution = make_institution(session)
+    submitted = state != ProposalState.DRAFT
+    complete = complete or submitted
+    n = next(_seq)
+    proposal = Proposal(
+        call=call,
+        institution=institution,
+        title=kw.pop("title", f"Reasoning in open models {n}"),
+        state=ProposalState.DRAFT,
+        **kw,
+    )
+    proposal.team.append(TeamMember(user=pi, role=TeamRole.PI))
+    if complete:
+        proposal.abstract, proposal.plan = _ABSTRACT, _PLAN
+        proposal.field = FIELDS[1]
+        proposal.start_date, proposal.duration_months = dt.date(2027, 1, 1), 12
+        proposal.requests = [
+            ResourceRequest(
+                call_resource=cr,
+                hours=min(1000, cr.max_request_hours),
+                justification=_JUSTIFICATION,
+            )
+            for cr in call.resources[:1]
+        ]
+        proposal.outputs = [
+            PlannedOutput(kind=OutputKind.WEIGHTS, license="Apache-2.0", description="Weights")
+        ]
+        proposal.attachments = [
+            Attachment(
+                kind=AttachmentKind.DESCRIPTION,
+                stored_name=uuid.uuid4().hex,
+                original_name="description.pdf",
+                size_bytes=1234,
+                pages=3,
+                sha256="0" * 64,
+                uploaded_by_id=pi.id,
+            )
+        ]
+    session.add(proposal)
+    session.flush()
+    if submitted:
+        proposal.state = state
+        proposal.submitted_at = proposal.state_changed_at = utcnow()
+        proposal.version = 1
+        session.add(
+            ProposalVersion(
+                proposal=proposal, number=1, submitted_by_id=pi.id, snapshot=snapshot(proposal)
+            )
+        )
+        if state == ProposalState.RETURNED:
+            proposal.decision_note = proposal.decision_note or "Please add the budget letter."
+        session.flush()
+    return proposal

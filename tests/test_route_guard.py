@@ -23,6 +23,8 @@ PUBLIC = {
     "core.healthz",  # load-balancer health check, says only "ok"
     "auth.login",  # the login page ("find your institution")
     "admin.jwks",  # the portal's public key, for providers (private_key_jwt)
+    "proposals.calls",  # published calls: how researchers discover the program
+    "proposals.call_detail",  # one published call (a draft sends anonymous visitors to log in)
     "static",
 }
 ROLES = [None, *Role]

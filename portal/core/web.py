@@ -106,7 +106,10 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def init_app(app: Flask) -> None:
+    from portal.core.markdown import render_markdown
+
     app.url_map.converters["int"] = IdConverter
+    app.jinja_env.filters["markdown"] = render_markdown
 
     @app.before_request
     def _before() -> None:

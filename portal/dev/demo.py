@@ -16,6 +16,7 @@ from portal.auth.models import Identity, Role, RoleGrant, User
 from portal.core import audit
 from portal.core.database import write_intent
 from portal.core.models import AnySession, utcnow
+from portal.dev.demo_proposals import load_proposals
 from portal.extensions import db
 from portal.institutions import domains as domain_proof
 from portal.institutions import services as institutions
@@ -301,11 +302,17 @@ def load(session: AnySession) -> dict[str, int]:
             institutions.withdraw_affiliation_request(session, request, actor=user)
         else:
             institutions.decide_affiliation(session, request, action, actor=official, reason=reason)
+    people = {
+        i.subject: i.user
+        for i in session.scalars(select(Identity).where(Identity.issuer == issuer)).all()
+    }
+    proposals = load_proposals(session, bootstrap, people)
     bootstrap.is_disabled = True  # the setup account never logs in
     session.flush()
     return {
         "institutions": len(insts),
         "users": session.scalar(select(func.count()).select_from(User)) or 0,
+        "proposals": proposals,
     }
 
 

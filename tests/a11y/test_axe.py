@@ -10,6 +10,7 @@ Pages are checked as ``make run`` shows them: demo data (institutions in every s
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -160,6 +161,8 @@ def crawlable(live: str, href: str) -> str | None:
         return None
     if path.startswith("/admin/mail/mailbox/") and path.endswith("/html"):
         return None  # a mail's HTML part as sent, in a CSP sandbox: the mail, not a portal page
+    if re.fullmatch(r"/proposals/\d+/attachments/\d+", path) or "format=csv" in url:
+        return None  # downloads (a PDF, a CSV file), not pages
     return url
 
 

@@ -65,7 +65,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # A workflow names each action's permission rule and mail (portal.core.workflow).
     ("workflow", ("workflow",)),
     ("emails", ("emails",)),
-    ("rules", ("permissions", "forms")),
+    ("rules", ("permissions", "forms", "checklist")),
     # Registries every layer reads (the kinds of e-mail).
     ("registry", ("kinds",)),
     ("models", ("models",)),

@@ -1,0 +1,1 @@
+"""Tests of calls for proposals, proposals, their teams and attachments."""
