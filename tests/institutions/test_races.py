@@ -9,16 +9,11 @@ and reported together, so a failure says in how many of the tries the race was l
 
 from __future__ import annotations
 
-import html
-import re
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Iterator
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import select
-from werkzeug.test import TestResponse
 
 from portal.auth.models import Role, RoleGrant
 from portal.core.audit import AuditEvent
@@ -31,20 +26,18 @@ from portal.institutions.models import (
 from portal.notifications.models import OutboxMessage
 from tests.factories import make_affiliation, make_institution, make_user
 from tests.support.live import LIVE_DATABASES, live_app, live_session, logged_in_client
-from tests.support.race import race
-
-#: What the person who lost the race is told contains this (e.g. "… was already rejected").
-#: The loser is told the decision was taken: by the compare-and-set ("someone else has already
-#: changed …") or, where the database serialised the two requests, by the from-state check.
-CONFLICT_WORDS = ("already changed", "not possible while")
-#: Tries per test and database: the race is up to the scheduler, so it is run many times.
-TRIES = 20
+from tests.support.race import (
+    TRIES,
+    post,
+    race,
+    redirects,
+    report,
+    told,
+    was_told_success,
+    who_was_told_what,
+)
 
 DECIDED_MAIL = "institutions/affiliation_decided"
-
-_FLASH = re.compile(
-    r'<div class="alert alert-(?P<category>[\w-]+)[^"]*"[^>]*>(?P<message>.*?)<button', re.S
-)
 
 
 @pytest.fixture(scope="session", params=LIVE_DATABASES)
@@ -53,50 +46,6 @@ def race_app(
 ) -> Iterator[Flask]:
     with live_app(request.param, tmp_path_factory.mktemp("races")) as app:
         yield app
-
-
-def post(client: FlaskClient, url: str, **form: str) -> Callable[[], TestResponse]:
-    """The POST of ``form`` to ``url`` by ``client``, to be run by ``race``."""
-    return partial(client.post, url, data=form)
-
-
-def told(client: FlaskClient, response: TestResponse) -> list[tuple[str, str]]:
-    """Follow the redirect ``response`` like a browser and return the flashed messages shown
-    there, as (category, text)."""
-    assert response.location, f"not a redirect: {response.status}"
-    page = client.get(response.location).get_data(as_text=True)
-    return [
-        (m["category"], " ".join(html.unescape(m["message"]).split()))
-        for m in _FLASH.finditer(page)
-    ]
-
-
-def was_told_conflict(messages: list[tuple[str, str]]) -> bool:
-    return any(
-        word in text
-        for category, text in messages
-        if category != "success"
-        for word in CONFLICT_WORDS
-    )
-
-
-def was_told_success(messages: list[tuple[str, str]]) -> bool:
-    return any(category == "success" for category, _ in messages)
-
-
-def redirects(**responses: TestResponse) -> list[str]:
-    """Complaints about any response that is not a redirect (never a 5xx, never a 409 page)."""
-    return [
-        f"{who} got {r.status} instead of a redirect"
-        for who, r in responses.items()
-        if not 300 <= r.status_code < 400
-    ]
-
-
-def report(broken: dict[int, list[str]]) -> str:
-    lines = [f"in {len(broken)} of {TRIES} tries:"]
-    lines += [f"  try {i}: " + "; ".join(problems) for i, problems in sorted(broken.items())]
-    return "\n".join(lines)
 
 
 # --- Affiliation requests -------------------------------------------------------------------------
@@ -170,26 +119,13 @@ def test_two_officials_deciding_one_affiliation_request_leave_exactly_one_decisi
         ):
             by_approver, by_rejecter = (approving, approved), (rejecting, rejected)
             if state == AffiliationState.ACTIVE:
-                problems += _who_was_told_what(winner=by_approver, loser=by_rejecter)
+                problems += who_was_told_what(winner=by_approver, loser=by_rejecter)
             else:
-                problems += _who_was_told_what(winner=by_rejecter, loser=by_approver)
+                problems += who_was_told_what(winner=by_rejecter, loser=by_approver)
         if problems:
             broken[attempt] = problems
 
     assert not broken, report(broken)
-
-
-def _who_was_told_what(
-    winner: tuple[FlaskClient, TestResponse], loser: tuple[FlaskClient, TestResponse]
-) -> list[str]:
-    """The one whose decision stands was told it was made; the other, that it was already taken."""
-    problems = []
-    if not was_told_success(told(*winner)):
-        problems.append("the winner was not told the decision was made")
-    loser_told = told(*loser)
-    if not was_told_conflict(loser_told):
-        problems.append(f"the loser was not told of the conflict: {loser_told}")
-    return problems
 
 
 # --- Institutions ---------------------------------------------------------------------------------
@@ -311,9 +247,9 @@ def test_two_officers_suspending_one_institution_leave_exactly_one_suspension(
             winner_id = events[0][0]
             one, two = (first, first_response), (second, second_response)
             if winner_id == first_id:
-                problems += _who_was_told_what(winner=one, loser=two)
+                problems += who_was_told_what(winner=one, loser=two)
             else:
-                problems += _who_was_told_what(winner=two, loser=one)
+                problems += who_was_told_what(winner=two, loser=one)
         if problems:
             broken[attempt] = problems
 

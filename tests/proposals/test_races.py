@@ -7,16 +7,11 @@ PostgreSQL), releases the two POSTs together (a barrier, no sleeps) and reads wh
 
 from __future__ import annotations
 
-import html
-import re
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Iterator
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import select
-from werkzeug.test import TestResponse
 
 from portal.auth.models import Role
 from portal.core.audit import AuditEvent
@@ -24,14 +19,16 @@ from portal.notifications.models import OutboxMessage
 from portal.proposals.models import Proposal, ProposalState, ProposalVersion
 from tests.factories import make_institution, make_proposal, make_user
 from tests.support.live import LIVE_DATABASES, live_app, live_session, logged_in_client
-from tests.support.race import race
-
-#: What the loser is told contains one of these (compare-and-set, or the from-state check).
-CONFLICT_WORDS = ("already changed", "not possible while")
-TRIES = 20
-
-_FLASH = re.compile(
-    r'<div class="alert alert-(?P<category>[\w-]+)[^"]*"[^>]*>(?P<message>.*?)<button', re.S
+from tests.support.race import (
+    TRIES,
+    post,
+    race,
+    redirects,
+    report,
+    told,
+    was_told_conflict,
+    was_told_success,
+    who_was_told_what,
 )
 
 
@@ -41,56 +38,6 @@ def race_app(
 ) -> Iterator[Flask]:
     with live_app(request.param, tmp_path_factory.mktemp("proposal-races")) as app:
         yield app
-
-
-def post(client: FlaskClient, url: str, **form: str) -> Callable[[], TestResponse]:
-    return partial(client.post, url, data=form)
-
-
-def told(client: FlaskClient, response: TestResponse) -> list[tuple[str, str]]:
-    """The flashed messages shown after following the redirect ``response``."""
-    assert response.location, f"not a redirect: {response.status}"
-    page = client.get(response.location).get_data(as_text=True)
-    return [
-        (m["category"], " ".join(html.unescape(m["message"]).split()))
-        for m in _FLASH.finditer(page)
-    ]
-
-
-def was_told_conflict(messages: list[tuple[str, str]]) -> bool:
-    return any(
-        w in text for category, text in messages if category != "success" for w in CONFLICT_WORDS
-    )
-
-
-def was_told_success(messages: list[tuple[str, str]]) -> bool:
-    return any(category == "success" for category, _ in messages)
-
-
-def redirects(**responses: TestResponse) -> list[str]:
-    return [
-        f"{who} got {r.status} instead of a redirect"
-        for who, r in responses.items()
-        if not 300 <= r.status_code < 400
-    ]
-
-
-def report(broken: dict[int, list[str]]) -> str:
-    lines = [f"in {len(broken)} of {TRIES} tries:"]
-    lines += [f"  try {i}: " + "; ".join(problems) for i, problems in sorted(broken.items())]
-    return "\n".join(lines)
-
-
-def _who_was_told_what(
-    winner: tuple[FlaskClient, TestResponse], loser: tuple[FlaskClient, TestResponse]
-) -> list[str]:
-    problems = []
-    if not was_told_success(told(*winner)):
-        problems.append("the winner was not told the decision was made")
-    loser_told = told(*loser)
-    if not was_told_conflict(loser_told):
-        problems.append(f"the loser was not told of the conflict: {loser_told}")
-    return problems
 
 
 def test_two_officials_endorsing_and_returning_leave_exactly_one_decision(
@@ -154,9 +101,9 @@ def test_two_officials_endorsing_and_returning_leave_exactly_one_decision(
             if not any(p.endswith("redirect") for p in problems):
                 by_endorser, by_returner = (endorsing, endorsed), (returning, returned)
                 if state == ProposalState.SUBMITTED:
-                    problems += _who_was_told_what(winner=by_endorser, loser=by_returner)
+                    problems += who_was_told_what(winner=by_endorser, loser=by_returner)
                 else:
-                    problems += _who_was_told_what(winner=by_returner, loser=by_endorser)
+                    problems += who_was_told_what(winner=by_returner, loser=by_endorser)
         if problems:
             broken[attempt] = problems
 

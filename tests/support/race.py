@@ -7,9 +7,15 @@ what it asserts must hold for every interleaving, never depend on one.
 
 from __future__ import annotations
 
+import html
+import re
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar, cast
+
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 T = TypeVar("T")
 
@@ -55,3 +61,72 @@ def race(*actions: Callable[[], T]) -> list[T]:
         raise raised[0]
     assert all(r is not _UNSET for r in results)
     return cast("list[T]", results)
+
+
+# --- what the two people were told ------------------------------------------------------------
+
+#: Tries per race test and database: the interleaving is up to the scheduler, so it runs many times.
+TRIES = 20
+
+#: The loser is told the decision was taken: by the compare-and-set ("someone else has already
+#: changed …") or, where the database serialised the two requests, by the from-state check.
+CONFLICT_WORDS = ("already changed", "not possible while")
+
+_FLASH = re.compile(
+    r'<div class="alert alert-(?P<category>[\w-]+)[^"]*"[^>]*>(?P<message>.*?)<button', re.S
+)
+
+
+def post(client: FlaskClient, url: str, **form: str) -> Callable[[], TestResponse]:
+    """The POST of ``form`` to ``url`` by ``client``, to be run by ``race``."""
+    return partial(client.post, url, data=form)
+
+
+def told(client: FlaskClient, response: TestResponse) -> list[tuple[str, str]]:
+    """Follow the redirect ``response`` like a browser and return the flashed messages shown
+    there, as (category, text)."""
+    assert response.location, f"not a redirect: {response.status}"
+    page = client.get(response.location).get_data(as_text=True)
+    return [
+        (m["category"], " ".join(html.unescape(m["message"]).split()))
+        for m in _FLASH.finditer(page)
+    ]
+
+
+def was_told_conflict(messages: list[tuple[str, str]]) -> bool:
+    return any(
+        w in text for category, text in messages if category != "success" for w in CONFLICT_WORDS
+    )
+
+
+def was_told_success(messages: list[tuple[str, str]]) -> bool:
+    return any(category == "success" for category, _ in messages)
+
+
+def redirects(**responses: TestResponse) -> list[str]:
+    """Complaints about any response that is not a redirect (never a 5xx, never a 409 page)."""
+    return [
+        f"{who} got {r.status} instead of a redirect"
+        for who, r in responses.items()
+        if not 300 <= r.status_code < 400
+    ]
+
+
+def who_was_told_what(
+    winner: tuple[FlaskClient, TestResponse], loser: tuple[FlaskClient, TestResponse]
+) -> list[str]:
+    """The one whose decision stands was told it was made; the other, that it was already taken."""
+    problems = []
+    if not was_told_success(told(*winner)):
+        problems.append("the winner was not told the decision was made")
+    loser_told = told(*loser)
+    if not was_told_conflict(loser_told):
+        problems.append(f"the loser was not told of the conflict: {loser_told}")
+    return problems
+
+
+def report(broken: dict[int, list[str]]) -> str:
+    """The tries that broke a rule, readably."""
+    lines = [f"in {len(broken)} of {TRIES} tries:"]
+    lines += [f"  try {i}: " + "; ".join(problems) for i, problems in sorted(broken.items())]
+    return "\n".join(lines)
