@@ -63,6 +63,7 @@ DOMAINS = (
     "portal.institutions",
     "portal.notifications",
     "portal.proposals",
+    "portal.reviews",
     "portal.dev",
 )
 
@@ -73,4 +74,5 @@ def _import_models() -> None:
     import portal.core.audit
     import portal.institutions.models
     import portal.notifications.models
-    import portal.proposals.models  # noqa: F401
+    import portal.proposals.models
+    import portal.reviews.models  # noqa: F401

@@ -47,6 +47,11 @@ DEFAULTS: dict[str, Any] = {
     # event, repeats are counted; beyond the limit in a window the answer is 429.
     "REFUSAL_WINDOW_SECONDS": 60,
     "REFUSAL_LIMIT": 60,
+    # --- Peer review (portal/reviews) ---
+    # Past affiliations count as a conflict of interest for this many years after they ended.
+    "CONFLICT_YEARS": 3,
+    # A reviewer with a proposal of their own in a call reviews no other proposal of that call.
+    "OWN_PROPOSAL_IS_CONFLICT": True,
     # --- Institutional login (portal/auth) ---
     # Minutes without a request after which a login session ends.
     "SESSION_IDLE_MINUTES": 60,

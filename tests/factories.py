@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from portal.auth.models import Identity, Role, RoleGrant, User
@@ -26,6 +27,7 @@ from portal.proposals.models import (
     FIELDS,
     Attachment,
     AttachmentKind,
+    Award,
     Call,
     CallResource,
     CallState,
@@ -40,6 +42,7 @@ from portal.proposals.models import (
     TeamMember,
     TeamRole,
 )
+from portal.reviews.models import Assignment, AssignmentState, ReviewerProfile
 
 _seq = itertools.count(1)
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -334,5 +337,66 @@ def make_proposal(
         )
         if state == ProposalState.RETURNED:
             proposal.decision_note = proposal.decision_note or "Please add the budget letter."
+        if state in (ProposalState.REVISE, ProposalState.DECLINED, ProposalState.ACTIVE):
+            # Decided after review: when, and (for an active project) the GPU-hours awarded.
+            proposal.decided_at = utcnow()
+            if state == ProposalState.ACTIVE:
+                proposal.awards = [
+                    Award(call_resource_id=r.call_resource_id, hours=r.hours)
+                    for r in proposal.requests
+                ]
         session.flush()
     return proposal
+
+
+# --- Reviewers and assignments ----------------------------------------------------------------
+
+
+def make_reviewer(
+    session: AnySession,
+    *,
+    expertise: Iterable[str] = (),
+    load_limit: int = 5,
+    institution: Institution | None = None,
+    **kw: Any,
+) -> User:
+    """A user in the reviewer pool (the reviewer role) with a ``ReviewerProfile``; when
+    ``institution`` is given, also a researcher there (an active affiliation)."""
+    roles = (Role.REVIEWER, Role.RESEARCHER) if institution is not None else (Role.REVIEWER,)
+    user = make_user(session, *roles, institution=institution, **kw)
+    session.add(
+        ReviewerProfile(
+            user_id=user.id, expertise=sorted({w.lower() for w in expertise}), load_limit=load_limit
+        )
+    )
+    session.flush()
+    return user
+
+
+def make_assignment(
+    session: AnySession,
+    *,
+    proposal: Proposal | None = None,
+    reviewer: User | None = None,
+    state: AssignmentState = AssignmentState.INVITED,
+    **kw: Any,
+) -> Assignment:
+    """``reviewer`` (a new one if not given) asked to review ``proposal`` (a new one in review if
+    not given), in ``state``; an answered one has ``decided_at`` (and a reason where the answer
+    needs one). Conflicts are not checked: make the reviewer's facts as the test needs them."""
+    proposal = proposal or make_proposal(session, state=ProposalState.IN_REVIEW)
+    reviewer = reviewer or make_reviewer(session)
+    if state != AssignmentState.INVITED:
+        kw.setdefault("decided_at", utcnow())
+    if state in (AssignmentState.DECLINED, AssignmentState.CONFLICT):
+        kw.setdefault("reason", "I cannot review this one.")
+    assignment = Assignment(
+        proposal_id=proposal.id,
+        reviewer_id=reviewer.id,
+        state=state,
+        due_at=kw.pop("due_at", utcnow() + dt.timedelta(days=21)),
+        **kw,
+    )
+    session.add(assignment)
+    session.flush()
+    return assignment

@@ -17,6 +17,7 @@ from portal.core import audit
 from portal.core.database import write_intent
 from portal.core.models import AnySession, utcnow
 from portal.dev.demo_proposals import load_proposals
+from portal.dev.demo_reviews import load_reviews
 from portal.extensions import db
 from portal.institutions import domains as domain_proof
 from portal.institutions import services as institutions
@@ -143,6 +144,7 @@ PEOPLE = [
         ((Role.REVIEWER, None), (Role.RESEARCHER, "tum")),
         "faculty",
     ),
+    DemoPerson("reviewer2", "Ines Reviewer", "ines@atom-lab.org", ((Role.REVIEWER, None),)),
     DemoPerson("steward", "Dana Steward", "dana@atom-lab.org", ((Role.DATA_STEWARD, None),)),
     DemoPerson(
         "professor", "Ada Lovelace", "ada@northlake.edu", ((Role.RESEARCHER, "north"),), "faculty"
@@ -307,6 +309,7 @@ def load(session: AnySession) -> dict[str, int]:
         for i in session.scalars(select(Identity).where(Identity.issuer == issuer)).all()
     }
     proposals = load_proposals(session, bootstrap, people)
+    load_reviews(session, bootstrap, people)
     bootstrap.is_disabled = True  # the setup account never logs in
     session.flush()
     return {

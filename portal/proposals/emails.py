@@ -116,6 +116,30 @@ def proposal_withdrawn(session: AnySession, step: Step[Proposal, Any]) -> None:
     enqueue_email(session, WITHDRAWN.key, to=to, context=_context(proposal, reason=step.reason))
 
 
+DECIDED = register_kind(
+    EmailKind(
+        "proposals/decided",
+        "Decisions on your proposals",
+        "Your proposal was approved (with the GPU-hours awarded), sent back for revision, or declined.",
+        mandatory=True,
+    )
+)
+
+
+def proposal_decided(session: AnySession, step: Step[Proposal, Any]) -> None:
+    """The team hears the decision, the reason and any GPU-hours awarded — never who reviewed."""
+    proposal = step.obj
+    awards = [
+        {"resource": a.call_resource.resource.name, "hours": a.hours} for a in proposal.awards
+    ]
+    enqueue_email(
+        session,
+        DECIDED.key,
+        to=_team(session, proposal),
+        context=_context(proposal, decision=step.action, reason=step.reason, awards=awards),
+    )
+
+
 def invitation_sent(session: AnySession, invitation: Invitation, link: str) -> None:
     """The invited address gets the single-use link (it is in this mail only)."""
     proposal = invitation.proposal

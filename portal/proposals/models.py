@@ -14,6 +14,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -90,12 +92,22 @@ class Call(TimestampMixin, Base):
     endorsement_required: Mapped[bool] = mapped_column(default=True)
     #: Most pages an attached PDF may have.
     page_limit: Mapped[int] = mapped_column(default=10)
+    #: A reviewer sees the others' reviews of a proposal only after submitting their own.
+    reviews_hidden_until_own: Mapped[bool] = mapped_column(default=True, server_default=true())
+    #: Decisions are taken by the call's allocation committee (``CommitteeMember``), not staff.
+    committee_decides: Mapped[bool] = mapped_column(default=False, server_default=false())
+    #: When reviews are due, and when the panel decides (shown to applicants).
+    reviews_due_at: Mapped[dt.datetime | None]
+    panel_at: Mapped[dt.datetime | None]
 
     resources: Mapped[list[CallResource]] = relationship(
         back_populates="call", cascade="all, delete-orphan", order_by="CallResource.id"
     )
     criteria: Mapped[list[RubricCriterion]] = relationship(
         back_populates="call", cascade="all, delete-orphan", order_by="RubricCriterion.position"
+    )
+    committee: Mapped[list[CommitteeMember]] = relationship(
+        back_populates="call", cascade="all, delete-orphan", order_by="CommitteeMember.id"
     )
 
     @property
@@ -132,6 +144,20 @@ class CallResource(Base):
     resource: Mapped[Resource] = relationship()
 
 
+class CommitteeMember(Base):
+    """A reviewer on a call's allocation committee, which decides that call's proposals."""
+
+    __tablename__ = "committee_members"
+    __table_args__ = (UniqueConstraint("call_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+
+    call: Mapped[Call] = relationship(back_populates="committee")
+    user: Mapped[User] = relationship()
+
+
 class RubricCriterion(Base):
     """One criterion reviewers score, with its weight and the top of its scale (1 … scale_max)."""
 
@@ -161,10 +187,17 @@ class ProposalState(LabelledEnum):
     #: Complete, endorsed where needed; waits for review.
     SUBMITTED = "submitted", None, Tone.INFO
     WITHDRAWN = "withdrawn", None, Tone.NEUTRAL
+    #: Reviewers are assigned; decided after their reviews.
+    IN_REVIEW = "in_review", "In review", Tone.PENDING
+    #: Back to the team with the reviewers' reasons; its next version goes to the same reviewers.
+    REVISE = "revise", "Revise and resubmit", Tone.WARNING
+    DECLINED = "declined", None, Tone.NEUTRAL
+    #: Approved, with awarded GPU-hours: an active project.
+    ACTIVE = "active", None, Tone.SUCCESS
 
 
 #: States in which the team may edit the proposal.
-EDITABLE = frozenset({ProposalState.DRAFT, ProposalState.RETURNED})
+EDITABLE = frozenset({ProposalState.DRAFT, ProposalState.RETURNED, ProposalState.REVISE})
 
 #: Fields of research (a controlled list, as funders use).
 FIELDS = (
@@ -223,6 +256,10 @@ class Proposal(TimestampMixin, Base):
     endorsed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     endorsed_at: Mapped[dt.datetime | None]
     decision_note: Mapped[str | None] = mapped_column(String(1000))
+    #: The review decision (approve, revise, decline), who took it and why.
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    decided_at: Mapped[dt.datetime | None]
+    decision_reason: Mapped[str | None] = mapped_column(String(2000))
 
     call: Mapped[Call] = relationship()
     institution: Mapped[Institution] = relationship()
@@ -237,6 +274,9 @@ class Proposal(TimestampMixin, Base):
     )
     attachments: Mapped[list[Attachment]] = relationship(
         back_populates="proposal", cascade="all, delete-orphan", order_by="Attachment.id"
+    )
+    awards: Mapped[list[Award]] = relationship(
+        back_populates="proposal", cascade="all, delete-orphan", order_by="Award.id"
     )
     versions: Mapped[list[ProposalVersion]] = relationship(
         back_populates="proposal", cascade="all, delete-orphan", order_by="ProposalVersion.number"
@@ -305,6 +345,29 @@ class ResourceRequest(Base):
     justification: Mapped[str] = mapped_column(Text, default="")
 
     proposal: Mapped[Proposal] = relationship(back_populates="requests")
+    call_resource: Mapped[CallResource] = relationship()
+
+
+class Award(Base):
+    """GPU-hours awarded to an approved proposal on one resource (at most what it asked for); the
+    compute issue turns awards into allocations."""
+
+    __tablename__ = "awards"
+    __table_args__ = (
+        UniqueConstraint("proposal_id", "call_resource_id"),
+        CheckConstraint("hours > 0", name="hours_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    proposal_id: Mapped[int] = mapped_column(
+        ForeignKey("proposals.id", ondelete="CASCADE"), index=True
+    )
+    call_resource_id: Mapped[int] = mapped_column(
+        ForeignKey("call_resources.id", ondelete="RESTRICT")
+    )
+    hours: Mapped[int]
+
+    proposal: Mapped[Proposal] = relationship(back_populates="awards")
     call_resource: Mapped[CallResource] = relationship()
 
 

@@ -19,6 +19,7 @@ from portal.proposals.models import (
     EDITORS,
     Call,
     CallState,
+    CommitteeMember,
     Invitation,
     Proposal,
     ProposalState,
@@ -184,6 +185,42 @@ def team_of_proposal(proposal: Proposal) -> Select[User]:
         select(User)
         .join(TeamMember, TeamMember.user_id == User.id)
         .where(TeamMember.proposal_id == proposal.id, User.is_disabled.is_(False))
+        .order_by(User.id)
+    )
+
+
+@rule("Only program staff start the review of proposals.")
+def can_run_review(user: Any, proposal: Proposal) -> bool:
+    """Program staff (they assign the reviewers)."""
+    return is_staff(user)
+
+
+@rule("Only program staff, or this call's allocation committee, decide on proposals.")
+def can_decide_proposal(user: Any, proposal: Proposal) -> bool:
+    """Program staff; where the call delegates its decisions, the members of its allocation
+    committee instead (never on a proposal they are on the team of)."""
+    u = as_user(user)
+    if u is None or _role_of(u, proposal) is not None:
+        return False
+    if proposal.call.committee_decides:
+        return any(m.user_id == u.id for m in proposal.call.committee)
+    return is_staff(u)
+
+
+def deciders_of_proposal(proposal: Proposal) -> Select[User]:
+    """Who ``can_decide_proposal`` lets decide ``proposal`` (whom a "ready for decision" mail asks)."""
+    on_team = select(TeamMember.user_id).where(TeamMember.proposal_id == proposal.id)
+    if proposal.call.committee_decides:
+        deciders = select(CommitteeMember.user_id).where(
+            CommitteeMember.call_id == proposal.call_id
+        )
+    else:
+        deciders = select(RoleGrant.user_id).where(
+            RoleGrant.role.in_([Role.PROGRAM_OFFICER, Role.ADMIN])
+        )
+    return (
+        select(User)
+        .where(User.is_disabled.is_(False), User.id.in_(deciders), User.id.not_in(on_team))
         .order_by(User.id)
     )
 

@@ -16,10 +16,12 @@ from portal.core import audit
 from portal.core.errors import ConflictError, ValidationError
 from portal.core.models import AnySession
 from portal.core.permissions import check
+from portal.core.workflow import StaleStateError
 from portal.institutions.models import Institution
 from portal.proposals.checklist import license_problem
 from portal.proposals.models import (
     FIELDS,
+    Award,
     Call,
     CallResource,
     CallState,
@@ -33,6 +35,7 @@ from portal.proposals.models import (
     TeamRole,
 )
 from portal.proposals.permissions import (
+    can_decide_proposal,
     can_edit_proposal,
     can_manage_calls,
     can_propose,
@@ -309,3 +312,51 @@ def withdraw_proposal(
 ) -> Proposal:
     """The PI withdraws the proposal before a decision; it stays viewable."""
     return PROPOSAL_WORKFLOW.run(session, proposal, "withdraw", actor=actor, reason=reason)
+
+
+def start_review(session: AnySession, proposal: Proposal, *, actor: User) -> Proposal:
+    """Program staff start the review of a submitted proposal (when assigning its reviewers)."""
+    return PROPOSAL_WORKFLOW.run(session, proposal, "start_review", actor=actor)
+
+
+def decide_proposal(
+    session: AnySession,
+    proposal: Proposal,
+    action: str,
+    *,
+    actor: User,
+    reason: str | None = None,
+    awards: dict[int, int] | None = None,
+) -> Proposal:
+    """Approve (with GPU-hours awarded per requested resource, each at most what was asked for:
+    the proposal becomes an active project), ask for a revision, or decline — by program staff or
+    the call's allocation committee. Of two deciders at once, one decision stands."""
+    if action not in ("approve", "revise", "decline"):
+        raise ValidationError("Choose to approve, to ask for a revision or to decline.")
+    check(can_decide_proposal, actor, proposal)
+    if action == "approve":
+        requested = {r.call_resource_id: r.hours for r in proposal.requests}
+        granted = {k: v for k, v in (awards or {}).items() if v}
+        if not granted:
+            raise ValidationError("Award GPU-hours on at least one requested resource.")
+        for cr_id, hours in granted.items():
+            if cr_id not in requested:
+                raise ValidationError("Award hours only on resources the proposal asked for.")
+            if not 0 < hours <= requested[cr_id]:
+                raise ValidationError(
+                    f"Award between 1 and {requested[cr_id]:,} GPU-hours (what was asked for)."
+                )
+        # Of two deciders approving at once, the second waits here until the first commits, then
+        # sees the decision (rather than failing on the awards' unique key); SQLite serialises
+        # writers already.
+        now = session.scalar(
+            select(Proposal.state).where(Proposal.id == proposal.id).with_for_update()
+        )
+        if now != proposal.state or proposal.awards:
+            raise StaleStateError(
+                "Approve: someone else has already changed this proposal "
+                f"(it is {(now or proposal.state).label.lower()} now). Nothing was changed."
+            )
+        proposal.awards = [Award(call_resource_id=k, hours=v) for k, v in granted.items()]
+        session.flush()
+    return PROPOSAL_WORKFLOW.run(session, proposal, action, actor=actor, reason=reason)

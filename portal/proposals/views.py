@@ -14,6 +14,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import selectinload
 
 from portal.auth.models import User
+from portal.core.audit import events_for
 from portal.core.forms import ActionForm, ConfirmForm, FilterForm
 from portal.core.listing import ListSpec, csv_response, list_page, matches
 from portal.core.permissions import check
@@ -433,7 +434,7 @@ def start(call_id: int) -> ResponseReturnValue:
 def next_step(proposal: Proposal, user: Any, missing: list[str]) -> str:
     """What ``user`` (on the team) should do next with ``proposal``, in one sentence."""
     state = proposal.state
-    if state in (ProposalState.DRAFT, ProposalState.RETURNED):
+    if state in (ProposalState.DRAFT, ProposalState.RETURNED, ProposalState.REVISE):
         if not proposal.call.accepts_submissions():
             return "The call is closed; this draft can no longer be submitted."
         if missing:
@@ -449,6 +450,12 @@ def next_step(proposal: Proposal, user: Any, missing: list[str]) -> str:
         return "Nothing: it waits for your institution's signing official."
     if state == ProposalState.SUBMITTED:
         return "Nothing: it waits for review."
+    if state == ProposalState.IN_REVIEW:
+        return "Nothing: reviewers are at work; the decision follows."
+    if state == ProposalState.ACTIVE:
+        return "Approved: an active project with its GPU-hours."
+    if state == ProposalState.DECLINED:
+        return "Nothing: it was declined (the reason is on its page)."
     return "Nothing: it is withdrawn."
 
 
@@ -498,6 +505,10 @@ def detail(proposal_id: int) -> ResponseReturnValue:
         decisions=[(a, t) for a, t in actions if a in ("endorse", "return")],
         can_edit=can_edit_proposal(current_user, proposal),
         withdraw_form=WithdrawForm(),
+        # Program staff see the proposal's audit trail (waived conflicts of interest included).
+        history=db.session.scalars(events_for(proposal).limit(30)).all()
+        if can_manage_calls(current_user)
+        else [],
     )
 
 

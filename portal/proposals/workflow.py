@@ -59,9 +59,9 @@ CALL_WORKFLOW: Workflow[Call, CallState] = Workflow(
 
 
 PROPOSAL_TRANSITIONS: dict[str, Transition[P]] = {
-    "submit": Transition(frozenset({P.DRAFT, P.RETURNED}), P.SUBMITTED, "Submit"),
+    "submit": Transition(frozenset({P.DRAFT, P.RETURNED, P.REVISE}), P.SUBMITTED, "Submit"),
     "submit_for_endorsement": Transition(
-        frozenset({P.DRAFT, P.RETURNED}), P.AWAITING_ENDORSEMENT, "Submit for endorsement"
+        frozenset({P.DRAFT, P.RETURNED, P.REVISE}), P.AWAITING_ENDORSEMENT, "Submit for endorsement"
     ),
     "endorse": Transition(frozenset({P.AWAITING_ENDORSEMENT}), P.SUBMITTED, "Endorse"),
     "return": Transition(
@@ -74,10 +74,22 @@ PROPOSAL_TRANSITIONS: dict[str, Transition[P]] = {
     # Not from draft: a proposal never submitted has no submitted_at, which every state but
     # draft requires (CHECK submitted_when_submitted); a draft is simply left unsubmitted.
     "withdraw": Transition(
-        frozenset({P.DRAFT, P.AWAITING_ENDORSEMENT, P.RETURNED, P.SUBMITTED}),
+        frozenset(
+            {P.DRAFT, P.AWAITING_ENDORSEMENT, P.RETURNED, P.SUBMITTED, P.IN_REVIEW, P.REVISE}
+        ),
         P.WITHDRAWN,
         "Withdraw",
         style="danger",
+    ),
+    # Review and decision (portal/reviews assigns reviewers; program staff or the call's
+    # allocation committee decide).
+    "start_review": Transition(frozenset({P.SUBMITTED}), P.IN_REVIEW, "Start review"),
+    "approve": Transition(frozenset({P.IN_REVIEW}), P.ACTIVE, "Approve", style="success"),
+    "revise": Transition(
+        frozenset({P.IN_REVIEW}), P.REVISE, "Ask for a revision", needs_reason=True, style="warning"
+    ),
+    "decline": Transition(
+        frozenset({P.IN_REVIEW}), P.DECLINED, "Decline", needs_reason=True, style="danger"
     ),
 }
 
@@ -117,6 +129,8 @@ def _fields(step: Step[Proposal, P]) -> dict[str, Any]:
         out["submitted_at"] = utcnow()
     if step.action in ("endorse", "return"):
         out.update(endorsed_by_id=step.actor.id, endorsed_at=utcnow(), decision_note=step.reason)
+    if step.action in ("approve", "revise", "decline"):
+        out.update(decided_by_id=step.actor.id, decided_at=utcnow(), decision_reason=step.reason)
     return out
 
 
@@ -131,6 +145,10 @@ PROPOSAL_WORKFLOW: Workflow[Proposal, P] = Workflow(
         "endorse": permissions.can_endorse_proposal,
         "return": permissions.can_endorse_proposal,
         "withdraw": permissions.can_withdraw_proposal,
+        "start_review": permissions.can_run_review,
+        "approve": permissions.can_decide_proposal,
+        "revise": permissions.can_decide_proposal,
+        "decline": permissions.can_decide_proposal,
     },
     mails={
         "submit": emails.proposal_submitted,
@@ -138,8 +156,12 @@ PROPOSAL_WORKFLOW: Workflow[Proposal, P] = Workflow(
         "endorse": emails.proposal_submitted,
         "return": emails.proposal_returned,
         "withdraw": emails.proposal_withdrawn,
+        "approve": emails.proposal_decided,
+        "revise": emails.proposal_decided,
+        "decline": emails.proposal_decided,
     },
-    silent=frozenset(),
+    # The team sees "in review" on the proposal's page; the reviewers hear of their assignments.
+    silent=frozenset({"start_review"}),
     fields=_fields,
     checks={"submit": _submittable, "submit_for_endorsement": _submittable},
     effects={"submit": _freeze, "submit_for_endorsement": _freeze},

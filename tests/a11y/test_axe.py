@@ -161,7 +161,10 @@ def crawlable(live: str, href: str) -> str | None:
         return None
     if path.startswith("/admin/mail/mailbox/") and path.endswith("/html"):
         return None  # a mail's HTML part as sent, in a CSP sandbox: the mail, not a portal page
-    if re.fullmatch(r"/proposals/\d+/attachments/\d+", path) or "format=csv" in url:
+    if (
+        re.fullmatch(r"/(proposals|reviews/assignments)/\d+/attachments/\d+", path)
+        or "format=csv" in url
+    ):
         return None  # downloads (a PDF, a CSV file), not pages
     return url
 

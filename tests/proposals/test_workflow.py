@@ -43,7 +43,18 @@ PROPOSALS = {
     (P.AWAITING_ENDORSEMENT, "withdraw"): P.WITHDRAWN,
     (P.RETURNED, "withdraw"): P.WITHDRAWN,
     (P.SUBMITTED, "withdraw"): P.WITHDRAWN,
+    (P.IN_REVIEW, "withdraw"): P.WITHDRAWN,
+    (P.REVISE, "withdraw"): P.WITHDRAWN,
+    (P.REVISE, "submit"): P.SUBMITTED,
+    (P.REVISE, "submit_for_endorsement"): P.AWAITING_ENDORSEMENT,
+    (P.SUBMITTED, "start_review"): P.IN_REVIEW,
+    (P.IN_REVIEW, "approve"): P.ACTIVE,
+    (P.IN_REVIEW, "revise"): P.REVISE,
+    (P.IN_REVIEW, "decline"): P.DECLINED,
 }
+
+#: Actions program staff take (the rest: the PI, or for endorsement the institution's official).
+STAFF_ACTIONS = frozenset({"start_review", "approve", "revise", "decline"})
 
 INVITATIONS = {
     (I.PENDING, "accept"): I.ACCEPTED,
@@ -85,7 +96,14 @@ def test_call_transition_table(db: Session, state: C, action: str) -> None:
 def test_proposal_transition_table(db: Session, state: P, action: str) -> None:
     proposal = make_proposal(db, state=state, complete=True)
     official = make_user(db, Role.SIGNING_OFFICIAL, institution=proposal.institution)
-    actor = official if action in ("endorse", "return") else proposal.pi
+    officer = make_user(db, Role.PROGRAM_OFFICER)
+    actor = (
+        official
+        if action in ("endorse", "return")
+        else officer
+        if action in STAFF_ACTIONS
+        else proposal.pi
+    )
     assert_step(
         db,
         PROPOSAL_WORKFLOW,

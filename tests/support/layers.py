@@ -66,6 +66,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("workflow", ("workflow",)),
     ("emails", ("emails",)),
     ("rules", ("permissions", "forms", "checklist")),
+    # Facts the permission rules read (conflicts of interest).
+    ("facts", ("conflicts",)),
     # Registries every layer reads (the kinds of e-mail).
     ("registry", ("kinds",)),
     ("models", ("models",)),

@@ -1,0 +1,91 @@
+"""Demo peer review: reviewers with expertise and a declared conflict, proposals in review with some
+reviews in, and one decided — through the same services people use."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from portal.auth.models import User
+from portal.core.models import AnySession
+from portal.institutions.models import Institution
+from portal.proposals import services as proposals
+from portal.proposals.models import Proposal, ProposalState
+from portal.reviews import services
+
+
+def _scores(proposal: Proposal, points: int) -> dict[int, int | None]:
+    return {c.id: min(points, c.scale_max) for c in proposal.call.criteria}
+
+
+def _review(
+    session: AnySession, proposal: Proposal, reviewer: User, staff: User, *, points: int | None
+) -> None:
+    """Assign ``reviewer``, who accepts; with ``points``, they also write and submit a review."""
+    assignment = services.assign(session, proposal, reviewer, actor=staff)
+    services.answer(session, assignment, "accept", actor=reviewer)
+    review = services.review_of(session, assignment, actor=reviewer)
+    services.save_review(
+        session,
+        review,
+        actor=reviewer,
+        scores=_scores(proposal, points or 3) if points else {},
+        comments={c.id: "Clear and well argued." for c in proposal.call.criteria},
+        to_applicant="A strong plan; please say more about how the data mixture is chosen.",
+        confidential="Fund it; the team delivered on the pilot.",
+    )
+    if points:
+        services.submit_review(session, review, actor=reviewer)
+
+
+def load_reviews(session: AnySession, staff: User, people: dict[str, User]) -> None:
+    rafael, ines = people["reviewer"], people["reviewer2"]
+    services.save_profile(
+        session,
+        rafael,
+        actor=rafael,
+        expertise=["large language models", "multilingual NLP", "evaluation and benchmarks"],
+        load_limit=4,
+    )
+    services.save_profile(
+        session,
+        ines,
+        actor=ines,
+        expertise=["computer vision", "large language models", "HPC and systems", "robustness"],
+        load_limit=6,
+    )
+    kyoto = session.scalars(
+        select(Institution).where(Institution.name == "Kyoto Institute of Open Science")
+    ).one()
+    services.declare_conflict(
+        session,
+        rafael,
+        actor=rafael,
+        institution_id=kyoto.id,
+        reason="A former postdoc of mine leads its lab.",
+    )
+
+    def proposal(title: str) -> Proposal:
+        return session.scalars(select(Proposal).where(Proposal.title == title)).one()
+
+    # Kenji's proposal: in review, one of two reviews in (Rafael declared a conflict with Kyoto).
+    _review(session, proposal("Open vision-language models for Japanese"), ines, staff, points=4)
+    # Rafael's own proposal: Ines has accepted and is still writing.
+    _review(
+        session,
+        proposal("Evaluating open code models on scientific software"),
+        ines,
+        staff,
+        points=None,
+    )
+    # The pilot: reviewed and approved, an active project with its GPU-hours.
+    pilot = proposal("Pilot: scaling laws for open data mixtures")
+    _review(session, pilot, ines, staff, points=5)
+    proposals.decide_proposal(
+        session,
+        pilot,
+        "approve",
+        actor=staff,
+        reason="Ranked first by the panel.",
+        awards={r.call_resource_id: r.hours * 3 // 4 for r in pilot.requests},
+    )
+    assert pilot.state == ProposalState.ACTIVE
