@@ -12,7 +12,7 @@ from pypdf import PdfWriter
 from portal.auth.models import User
 from portal.core.models import AnySession, utcnow
 from portal.proposals import attachments, services, team
-from portal.proposals.attachment_views import attachment_folder
+from portal.proposals.attachments import attachment_folder
 from portal.proposals.models import AttachmentKind, Call, OutputKind, Proposal, TeamRole
 from portal.proposals.services import Criterion, Offer, Output, Request
 

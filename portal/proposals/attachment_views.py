@@ -6,10 +6,7 @@ includes. Whoever may not see the proposal gets a 404 for its attachments, as fo
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
-from flask import Blueprint, abort, current_app, flash, redirect, send_file, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -27,13 +24,10 @@ from portal.proposals import attachments
 from portal.proposals.models import Attachment, AttachmentKind, Proposal
 from portal.proposals.permissions import can_attach_to_proposal, can_view_proposal
 
-log = logging.getLogger(__name__)
-
 bp = Blueprint("attachments", __name__)
 
 #: A download is a file to save, never a page: if a browser showed it anyway, it could run nothing
 #: and load nothing.
-DOWNLOAD_CSP = "sandbox; default-src 'none'"
 
 
 # The form lives here rather than in forms.py: only these views use it, and its choices and limits
@@ -60,14 +54,6 @@ class AttachmentForm(FlaskForm):  # type: ignore[misc]
             f"{attachments.format_size(max_bytes())}, without encryption or JavaScript."
         )
         return form
-
-
-def attachment_folder() -> Path:
-    """Where attachments are kept: ``ATTACHMENT_FOLDER``, relative to the instance folder (its
-    default is ``instance/attachments``); created owner-only at the first upload."""
-    return Path(current_app.instance_path) / (
-        current_app.config["ATTACHMENT_FOLDER"] or "attachments"
-    )
 
 
 def max_bytes() -> int:
@@ -128,7 +114,7 @@ def upload(proposal_id: int) -> ResponseReturnValue:
             kind=AttachmentKind(form.kind.data),
             filename=upload.filename or "",
             data=data,
-            folder=attachment_folder(),
+            folder=attachments.attachment_folder(),
             max_bytes=limit,
         )
     )
@@ -143,25 +129,7 @@ def download(proposal_id: int, attachment_id: int) -> ResponseReturnValue:
     """The PDF, as a download, to those who may see the proposal."""
     proposal = _visible_proposal(proposal_id)
     attachment = _attachment_of(proposal, attachment_id)
-    path = attachments.attachment_path(attachment, attachment_folder())
-    if not path.is_file():
-        log.error("attachment %s: its file %s is missing", attachment.id, path)
-        abort(404)
-    name = attachment.original_name
-    response = send_file(
-        path,
-        mimetype="application/pdf",
-        as_attachment=True,
-        download_name=name if name.lower().endswith(".pdf") else f"{name}.pdf",
-        conditional=False,
-        etag=False,
-        last_modified=None,
-        max_age=None,
-    )
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = DOWNLOAD_CSP
-    response.headers["Cache-Control"] = "private, no-store"
-    return response
+    return attachments.download_response(attachment)
 
 
 @bp.post("/proposals/<int:proposal_id>/attachments/<int:attachment_id>/remove")
@@ -173,7 +141,7 @@ def remove(proposal_id: int, attachment_id: int) -> ResponseReturnValue:
     return post_action(
         ConfirmForm(),
         lambda: attachments.remove_attachment(
-            db.session, attachment, actor=current_user, folder=attachment_folder()
+            db.session, attachment, actor=current_user, folder=attachments.attachment_folder()
         ),
         back=_proposal_page(proposal),
         done=f"{name} is removed.",

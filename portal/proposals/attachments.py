@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 import unicodedata
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from flask import Response, abort, current_app, send_file
 from pypdf import PdfReader
 from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject
 from sqlalchemy import event
@@ -30,6 +32,8 @@ from portal.core.models import AnySession
 from portal.core.permissions import check
 from portal.proposals.models import Attachment, AttachmentKind, Proposal
 from portal.proposals.permissions import can_attach_to_proposal
+
+log = logging.getLogger(__name__)
 
 #: Every PDF starts with this, at the very first byte (readers accept it anywhere in the first
 #: 1024 bytes, which is how a file can be a PDF and an HTML page or a ZIP archive at once).
@@ -278,3 +282,39 @@ def _settle(session: Session, transaction: SessionTransaction) -> None:
         then = on_commit if committed else on_rollback
         if root is transaction and then is not None:
             then()
+
+
+#: Downloads are never rendered: a sandbox with nothing allowed, whatever a browser makes of them.
+DOWNLOAD_CSP = "sandbox; default-src 'none'"
+
+
+def attachment_folder() -> Path:
+    """Where attachments are kept: ``ATTACHMENT_FOLDER``, relative to the instance folder (its
+    default is ``instance/attachments``); created owner-only at the first upload."""
+    return Path(current_app.instance_path) / (
+        current_app.config["ATTACHMENT_FOLDER"] or "attachments"
+    )
+
+
+def download_response(attachment: Attachment) -> Response:
+    """The PDF as a download (the caller checked who may have it): ``attachment`` disposition,
+    nosniff, a sandbox CSP, never cached; 404 if its file is missing."""
+    path = attachment_path(attachment, attachment_folder())
+    if not path.is_file():
+        log.error("attachment %s: its file %s is missing", attachment.id, path)
+        abort(404)
+    name = attachment.original_name
+    response = send_file(
+        path,
+        mimetype="application/pdf",
+        as_attachment=True,
+        download_name=name if name.lower().endswith(".pdf") else f"{name}.pdf",
+        conditional=False,
+        etag=False,
+        last_modified=None,
+        max_age=None,
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = DOWNLOAD_CSP
+    response.headers["Cache-Control"] = "private, no-store"
+    return response

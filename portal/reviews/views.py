@@ -10,21 +10,17 @@ routes to ``bp`` from ``review_views.py``.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from flask import (
     Blueprint,
     Flask,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
     request,
-    send_file,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -67,18 +63,8 @@ from portal.reviews.permissions import (
 )
 from portal.reviews.workflow import ASSIGNMENT_WORKFLOW
 
-log = logging.getLogger(__name__)
-
 #: As portal.proposals.attachment_views (a view module of another domain, which the layering rule
 #: keeps us from importing): a download is a file to save, never a page.
-DOWNLOAD_CSP = "sandbox; default-src 'none'"
-
-
-def attachment_folder() -> Path:
-    """Where attachments are kept: the same folder as portal.proposals.attachment_views uses."""
-    return Path(current_app.instance_path) / (
-        current_app.config["ATTACHMENT_FOLDER"] or "attachments"
-    )
 
 
 bp = Blueprint("reviews", __name__)
@@ -451,25 +437,7 @@ def assignment_attachment(assignment_id: int, attachment_id: int) -> ResponseRet
     attachment = load(Attachment, attachment_id)
     if attachment.proposal_id != a.proposal_id or attachment.id not in frozen_ids:
         abort(404)
-    path = attachments.attachment_path(attachment, attachment_folder())
-    if not path.is_file():
-        log.error("attachment %s: its file %s is missing", attachment.id, path)
-        abort(404)
-    name = attachment.original_name
-    response = send_file(
-        path,
-        mimetype="application/pdf",
-        as_attachment=True,
-        download_name=name if name.lower().endswith(".pdf") else f"{name}.pdf",
-        conditional=False,
-        etag=False,
-        last_modified=None,
-        max_age=None,
-    )
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = DOWNLOAD_CSP
-    response.headers["Cache-Control"] = "private, no-store"
-    return response
+    return attachments.download_response(attachment)
 
 
 # --- navigation and dashboard -------------------------------------------------------------------

@@ -23,9 +23,9 @@ from werkzeug.test import TestResponse
 from portal.auth.models import Role, User
 from portal.core.audit import AuditEvent
 from portal.core.errors import PermissionDeniedError
-from portal.proposals.attachment_views import attachment_folder
 from portal.proposals.attachments import (
     add_attachment,
+    attachment_folder,
     display_name,
     format_size,
     remove_attachment,
