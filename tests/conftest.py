@@ -16,6 +16,7 @@ from portal.extensions import db as _db
 from tests.databases import IN_CI, temporary_database
 from tests.notifications.smtp import no_unexpected_smtp  # noqa: F401 - autouse: no stray SMTP
 from tests.support.app import TEST_CONFIG
+from tests.support.live import LIVE_DATABASES, live_app
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -65,6 +66,17 @@ def db(app: Flask) -> Iterator[Session]:
         _db.session = original
         outer.rollback()
         connection.close()
+
+
+@pytest.fixture(scope="session", params=LIVE_DATABASES)
+def race_app(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Flask]:
+    """An app on its own committed database (each database once per test run), for the tests of
+    decisions two people take at the same moment (tests/support/race.py). Each test makes its own
+    rows; the database is dropped at the end."""
+    with live_app(request.param, tmp_path_factory.mktemp("races")) as app:
+        yield app
 
 
 @pytest.fixture

@@ -9,9 +9,6 @@ and reported together, so a failure says in how many of the tries the race was l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from flask import Flask
 from sqlalchemy import select
 
@@ -25,7 +22,7 @@ from portal.institutions.models import (
 )
 from portal.notifications.models import OutboxMessage
 from tests.factories import make_affiliation, make_institution, make_user
-from tests.support.live import LIVE_DATABASES, live_app, live_session, logged_in_client
+from tests.support.live import live_session, logged_in_client
 from tests.support.race import (
     TRIES,
     post,
@@ -38,14 +35,6 @@ from tests.support.race import (
 )
 
 DECIDED_MAIL = "institutions/affiliation_decided"
-
-
-@pytest.fixture(scope="session", params=LIVE_DATABASES)
-def race_app(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Flask]:
-    with live_app(request.param, tmp_path_factory.mktemp("races")) as app:
-        yield app
 
 
 # --- Affiliation requests -------------------------------------------------------------------------

@@ -3,55 +3,26 @@
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.auth.models import Role, User
-from portal.notifications.models import OutboxMessage
 from portal.notifications.rendering import render_email
 from portal.proposals import services
 from portal.proposals.models import Proposal, ProposalState, TeamMember, TeamRole
 from tests.factories import make_call, make_institution, make_proposal, make_user
-
-EXPECTED = Path(__file__).parent.parent / "notifications" / "expected"
-TOKEN = re.compile(r"/notifications/unsubscribe/[A-Za-z0-9_.\-]+")
-IDS = re.compile(r"/proposals/\d+")
+from tests.support.mail import check_expected as _check
+from tests.support.mail import outbox as _mails
+from tests.support.mail import rendered as _rendered
 
 
 @pytest.fixture(autouse=True)
 def _app_context(app: Flask) -> Iterator[None]:
     with app.app_context():
         yield
-
-
-def _rendered(msg: OutboxMessage) -> str:
-    r = render_email(msg)
-    text = f"Subject: {r.subject}\n\n--- text/plain ---\n{r.text}\n--- text/html ---\n{r.html}"
-    return IDS.sub("/proposals/<id>", TOKEN.sub("/notifications/unsubscribe/<token>", text))
-
-
-def _check(name: str, actual: str) -> None:
-    path = EXPECTED / f"{name}.txt"
-    if os.environ.get("UPDATE_EXPECTED"):
-        path.write_text(actual, encoding="utf-8")
-    assert actual == path.read_text(encoding="utf-8"), f"{name} differs from {path}"
-
-
-def _mails(db: Session, template: str) -> list[OutboxMessage]:
-    return list(
-        db.scalars(
-            select(OutboxMessage)
-            .where(OutboxMessage.template == template)
-            .order_by(OutboxMessage.id)
-        )
-    )
 
 
 def _proposal(db: Session, state: ProposalState = ProposalState.DRAFT) -> tuple[Proposal, User]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -15,12 +14,12 @@ from flask import Flask
 from portal.auth.models import Role
 from portal.dev.demo_proposals import demo_pdf
 from portal.extensions import db
-from portal.notifications.delivery import deliver_pending
 from portal.proposals.models import Proposal, ProposalState
-from tests.browser import chromium, serve
+from tests.browser import chromium
 from tests.factories import make_call, make_institution, make_user
 from tests.notifications.smtp import SmtpServer, allow_smtp
-from tests.support.live import live_app, live_session, logged_in_client
+from tests.support.journey import deliver, page_as, served_portal
+from tests.support.live import live_session
 
 pytestmark = pytest.mark.browser
 
@@ -41,32 +40,8 @@ def smtp() -> Iterator[SmtpServer]:
 def portal(
     tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer
 ) -> Iterator[tuple[Flask, str]]:
-    folder = tmp_path_factory.mktemp("journey")
-    config = {
-        "SERVER_NAME": None,
-        "MAIL_SERVER": smtp.host,
-        "MAIL_PORT": smtp.port,
-        "ATTACHMENT_FOLDER": str(folder / "attachments"),
-    }
-    with live_app("sqlite", folder, config) as app, serve(app) as url:
-        app.config["BASE_URL"] = url
-        yield app, url
-
-
-def _browser_as(browser: Any, app: Flask, url: str, user_id: int) -> Any:
-    cookie = logged_in_client(app, user_id).get_cookie("atom_session")
-    assert cookie is not None
-    context = browser.new_context()
-    context.add_cookies([{"name": "atom_session", "value": cookie.value, "url": url}])
-    page = context.new_page()
-    page.on("dialog", lambda dialog: dialog.accept())  # the "are you sure?" confirmations
-    return page
-
-
-def _deliver(app: Flask) -> None:
-    with app.app_context():
-        deliver_pending(db.session)
-        db.session.remove()
+    with served_portal(tmp_path_factory.mktemp("journey"), smtp) as served:
+        yield served
 
 
 def test_draft_invite_attach_submit_endorse_with_every_mail(
@@ -89,7 +64,7 @@ def test_draft_invite_attach_submit_endorse_with_every_mail(
     pdf.write_bytes(demo_pdf())
 
     with chromium() as browser:
-        page = _browser_as(browser, app, url, prof_id)
+        page = page_as(browser, app, url, prof_id)
         # Discover the call and start a proposal.
         page.goto(f"{url}/calls/{call_id}")
         page.get_by_role("button", name="Start a proposal").click()
@@ -114,14 +89,14 @@ def test_draft_invite_attach_submit_endorse_with_every_mail(
         page.get_by_label("Role").select_option("co_pi")
         page.get_by_role("button", name="Send the invitation").click()
         page.wait_for_url(re.compile(rf".*/proposals/{proposal_id}.*"))
-        _deliver(app)
+        deliver(app)
         (invite,) = [m for m in smtp.received if m.rcpt_tos == ["copi@journey.edu"]]
         text = invite.message.get_body(("plain",))
         assert text is not None
         link = re.search(r"(https?://\S+/invitations/\S+)", text.get_content())
         assert link is not None
 
-        copi_page = _browser_as(browser, app, url, copi_id)
+        copi_page = page_as(browser, app, url, copi_id)
         copi_page.goto(link.group(1))
         copi_page.get_by_role("button", name=re.compile("Accept")).click()
         copi_page.wait_for_url(re.compile(rf".*/proposals/{proposal_id}\b.*"))
@@ -139,14 +114,14 @@ def test_draft_invite_attach_submit_endorse_with_every_mail(
         assert "Awaiting endorsement" in page.content()
 
         # The signing official finds it in the queue and endorses it.
-        official_page = _browser_as(browser, app, url, official_id)
+        official_page = page_as(browser, app, url, official_id)
         official_page.goto(f"{url}/endorsements/")
         official_page.get_by_role("link", name="Open reasoning models for twelve languages").click()
         official_page.get_by_role("button", name="Endorse").click()
         official_page.wait_for_url(re.compile(rf".*/proposals/{proposal_id}.*"))
         assert "Submitted" in official_page.content()
 
-    _deliver(app)
+    deliver(app)
     with app.app_context():
         assert db.session.get(Proposal, proposal_id).state == ProposalState.SUBMITTED  # type: ignore[union-attr]
         db.session.remove()

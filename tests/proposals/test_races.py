@@ -7,9 +7,6 @@ PostgreSQL), releases the two POSTs together (a barrier, no sleeps) and reads wh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from flask import Flask
 from sqlalchemy import select
 
@@ -18,7 +15,7 @@ from portal.core.audit import AuditEvent
 from portal.notifications.models import OutboxMessage
 from portal.proposals.models import Proposal, ProposalState, ProposalVersion
 from tests.factories import make_institution, make_proposal, make_user
-from tests.support.live import LIVE_DATABASES, live_app, live_session, logged_in_client
+from tests.support.live import live_session, logged_in_client
 from tests.support.race import (
     TRIES,
     post,
@@ -30,14 +27,6 @@ from tests.support.race import (
     was_told_success,
     who_was_told_what,
 )
-
-
-@pytest.fixture(scope="session", params=LIVE_DATABASES)
-def race_app(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Flask]:
-    with live_app(request.param, tmp_path_factory.mktemp("proposal-races")) as app:
-        yield app
 
 
 def test_two_officials_endorsing_and_returning_leave_exactly_one_decision(

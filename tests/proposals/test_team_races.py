@@ -10,10 +10,9 @@ database), one connection per request, as in production.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -24,7 +23,7 @@ from portal.proposals import team
 from portal.proposals.models import Invitation, InvitationState, TeamMember, TeamRole
 from tests.factories import make_user
 from tests.proposals.test_team import make_team_proposal
-from tests.support.live import LIVE_DATABASES, live_app, live_session, logged_in_client
+from tests.support.live import live_session, logged_in_client
 from tests.support.race import race
 
 #: Tries per database: whether the two really overlap is up to the scheduler.
@@ -34,14 +33,6 @@ TRIES = 20
 #: already changed"), the from-state check ("not possible while"), or the invitation page says
 #: the link was withdrawn or used.
 LOSER_WORDS = ("already changed", "not possible while", "was withdrawn", "already been used")
-
-
-@pytest.fixture(scope="session", params=LIVE_DATABASES)
-def race_app(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Flask]:
-    with live_app(request.param, tmp_path_factory.mktemp("team-races")) as app:
-        yield app
 
 
 def post(client: FlaskClient, url: str) -> Callable[[], TestResponse]:

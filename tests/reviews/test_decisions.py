@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ from portal.reviews.services import answer, assign
 from tests.factories import make_call, make_institution, make_proposal, make_user
 from tests.reviews.review_kit import in_review, mails, write_review
 from tests.support.app import login
-from tests.support.live import LIVE_DATABASES, live_app, live_session, logged_in_client
+from tests.support.live import live_session, logged_in_client
 from tests.support.race import TRIES, post, race, redirects, report, who_was_told_what
 
 
@@ -172,14 +172,6 @@ def test_a_committee_call_is_decided_by_its_committee_not_staff(
 
 
 # --- two deciders at once ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session", params=LIVE_DATABASES)
-def race_app(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Flask]:
-    with live_app(request.param, tmp_path_factory.mktemp("decision-races")) as app:
-        yield app
 
 
 @pytest.mark.parametrize("second", ["decline", "approve"])

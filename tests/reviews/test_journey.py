@@ -14,12 +14,12 @@ from flask import Flask
 
 from portal.auth.models import Role
 from portal.extensions import db
-from portal.notifications.delivery import deliver_pending
 from portal.proposals.models import Proposal, ProposalState
-from tests.browser import chromium, serve
+from tests.browser import chromium
 from tests.factories import make_call, make_institution, make_proposal, make_user
 from tests.notifications.smtp import SmtpServer, allow_smtp
-from tests.support.live import live_app, live_session, logged_in_client
+from tests.support.journey import deliver, page_as, served_portal
+from tests.support.live import live_session
 
 pytestmark = pytest.mark.browser
 
@@ -39,32 +39,8 @@ def smtp() -> Iterator[SmtpServer]:
 def portal(
     tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer
 ) -> Iterator[tuple[Flask, str]]:
-    folder = tmp_path_factory.mktemp("review-journey")
-    config = {
-        "SERVER_NAME": None,
-        "MAIL_SERVER": smtp.host,
-        "MAIL_PORT": smtp.port,
-        "ATTACHMENT_FOLDER": str(folder / "attachments"),
-    }
-    with live_app("sqlite", folder, config) as app, serve(app) as url:
-        app.config["BASE_URL"] = url
-        yield app, url
-
-
-def _browser_as(browser: Any, app: Flask, url: str, user_id: int) -> Any:
-    cookie = logged_in_client(app, user_id).get_cookie("atom_session")
-    assert cookie is not None
-    context = browser.new_context()
-    context.add_cookies([{"name": "atom_session", "value": cookie.value, "url": url}])
-    page = context.new_page()
-    page.on("dialog", lambda dialog: dialog.accept())
-    return page
-
-
-def _deliver(app: Flask) -> None:
-    with app.app_context():
-        deliver_pending(db.session)
-        db.session.remove()
+    with served_portal(tmp_path_factory.mktemp("review-journey"), smtp) as served:
+        yield served
 
 
 def _score(page: Any, url: str, assignment_id: int, scores: tuple[str, str]) -> None:
@@ -104,7 +80,7 @@ def test_assign_score_approve_and_the_pi_is_told(
     proposal_id, pi_id, officer_id, first_id, second_id, colleague_id, call_id = ids
 
     with chromium() as browser:
-        staff = _browser_as(browser, app, url, officer_id)
+        staff = page_as(browser, app, url, officer_id)
         staff.goto(f"{url}/reviews/proposals/{proposal_id}/assign")
         conflicted = staff.locator(f'tr[data-reviewer="{colleague_id}"]')
         assert "Conflict of interest" in conflicted.inner_text()
@@ -128,8 +104,8 @@ def test_assign_score_approve_and_the_pi_is_told(
             db.session.remove()
         assert set(assignments) == {first_id, second_id}
 
-        _score(_browser_as(browser, app, url, first_id), url, assignments[first_id], ("5", "4"))
-        _score(_browser_as(browser, app, url, second_id), url, assignments[second_id], ("4", "4"))
+        _score(page_as(browser, app, url, first_id), url, assignments[first_id], ("5", "4"))
+        _score(page_as(browser, app, url, second_id), url, assignments[second_id], ("4", "4"))
 
         # The officer ranks and approves, awarding fewer hours than asked for.
         staff.goto(f"{url}/reviews/calls/{call_id}/ranking")
@@ -140,14 +116,14 @@ def test_assign_score_approve_and_the_pi_is_told(
         staff.wait_for_url(re.compile(rf".*/reviews/calls/{call_id}/ranking$"))
         assert "Approved" in staff.content()
 
-        pi_page = _browser_as(browser, app, url, pi_id)
+        pi_page = page_as(browser, app, url, pi_id)
         pi_page.goto(f"{url}/proposals/{proposal_id}")
         content = pi_page.content()
         assert "Approved: it is an active project." in content
         assert "750 GPU-hours awarded" in content and COMMENT in content
         assert "Alma" not in content and "Boris" not in content
 
-    _deliver(app)
+    deliver(app)
     with app.app_context():
         assert db.session.get(Proposal, proposal_id).state == ProposalState.ACTIVE  # type: ignore[union-attr]
         db.session.remove()

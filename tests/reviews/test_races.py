@@ -7,9 +7,6 @@ the two POSTs released together by a barrier)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from flask import Flask
 from sqlalchemy import select
 
@@ -18,7 +15,7 @@ from portal.core.audit import AuditEvent
 from portal.proposals.models import ProposalState
 from portal.reviews.models import Assignment, AssignmentState
 from tests.factories import make_assignment, make_proposal, make_reviewer, make_user
-from tests.support.live import LIVE_DATABASES, live_app, live_session, logged_in_client
+from tests.support.live import live_session, logged_in_client
 from tests.support.race import (
     TRIES,
     post,
@@ -29,14 +26,6 @@ from tests.support.race import (
     was_told_success,
     who_was_told_what,
 )
-
-
-@pytest.fixture(scope="session", params=LIVE_DATABASES)
-def race_app(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Flask]:
-    with live_app(request.param, tmp_path_factory.mktemp("review-races")) as app:
-        yield app
 
 
 def test_accepting_while_staff_withdraw_leaves_exactly_one_outcome(race_app: Flask) -> None:

@@ -7,12 +7,7 @@ file or a new PostgreSQL database, dropped afterwards) whose schema is made by `
 ``live_session`` is a plain session on it that commits for real; ``logged_in_client`` is a test
 client of its own with a logged-in user, as one browser would be.
 
-A test module makes its session-scoped fixture from it, once per database::
-
-    @pytest.fixture(scope="session", params=LIVE_DATABASES)
-    def race_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
-        with live_app(request.param, tmp_path_factory.mktemp("live")) as app:
-            yield app
+tests/conftest.py offers it as the session-scoped fixture ``race_app`` (once per database).
 
 Rows written through ``live_session`` stay until the database is dropped at the end of the test
 session (the append-only audit log refers to users and objects): each test makes its own.
