@@ -20,7 +20,8 @@ from portal.dev.datagen import Scale, generate
 from portal.dev.demo import load_if_empty
 from portal.extensions import db
 from portal.institutions.models import Institution
-from tests.support.app import TEST_CONFIG, login
+from tests.support.app import TEST_CONFIG
+from tests.support.live import logged_in_client
 
 ROUNDS = 40
 
@@ -69,8 +70,7 @@ def test_main_pages_median_latency_and_queries(big_app: Flask) -> None:
     ]
     rows = []
     for who, path in pages:
-        client = big_app.test_client()
-        login(client, _user(big_app, who))
+        client = logged_in_client(big_app, _user(big_app, who).id)
         assert client.get(path).status_code == 200  # warm-up
         statements = 0
 
