@@ -64,12 +64,14 @@ DOMAINS = (
     "portal.notifications",
     "portal.proposals",
     "portal.reviews",
+    "portal.agreements",
     "portal.dev",
 )
 
 
 def _import_models() -> None:
     """Import every model module so the metadata (and Alembic's autogenerate) sees all tables."""
+    import portal.agreements.models
     import portal.auth.models
     import portal.core.audit
     import portal.institutions.models

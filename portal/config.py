@@ -52,6 +52,11 @@ DEFAULTS: dict[str, Any] = {
     "CONFLICT_YEARS": 3,
     # A reviewer with a proposal of their own in a call reviews no other proposal of that call.
     "OWN_PROPOSAL_IS_CONFLICT": True,
+    # --- Agreements (portal/agreements) ---
+    # Who the lab is in agreements' text and signature blocks ("for the lab").
+    "LAB_NAME": "ATOM Lab",
+    # Minutes after logging in within which one may sign; an older login logs in again first.
+    "SIGN_REAUTH_MINUTES": 15,
     # --- Institutional login (portal/auth) ---
     # Minutes without a request after which a login session ends.
     "SESSION_IDLE_MINUTES": 60,

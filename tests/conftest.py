@@ -91,6 +91,20 @@ def csrf_enabled(app: Flask) -> Iterator[None]:
     app.config["WTF_CSRF_ENABLED"] = False
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``once`` (route-by-role matrices, rendering) run on SQLite only: what depends
+    on the database's semantics (transactions, locks, constraints, races, migrations) is tested
+    on both databases elsewhere, and running the matrices twice would double the suite's time."""
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("database_url") == "postgresql"
+        (drop if on_postgres and item.get_closest_marker("once") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under CI=true a skipped test is a failure: every component must be there."""
     if not IN_CI:

@@ -8,6 +8,19 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from portal.agreements.models import (
+    Agreement,
+    AgreementKind,
+    AgreementState,
+    AgreementTemplate,
+    PartyRole,
+    Signature,
+    SignatureState,
+    SubjectType,
+    TemplateVersion,
+    VersionState,
+)
+from portal.agreements.text import fill, institution_fields, project_fields, sha256
 from portal.auth.models import Identity, Role, RoleGrant, User
 from portal.core.models import AnySession, utcnow
 from portal.institutions.models import (
@@ -400,3 +413,109 @@ def make_assignment(
     session.add(assignment)
     session.flush()
     return assignment
+
+
+# --- Agreements --------------------------------------------------------------------------------
+
+#: A body using the placeholders of each kind (``portal.agreements.text.FIELDS``).
+AGREEMENT_BODIES = {
+    AgreementKind.PARTNERSHIP: "# Partnership\n\n{{ institution }} ({{ ror_id }}) and {{ lab }} "
+    "agree to work together, from {{ today }}.",
+    AgreementKind.CONTRIBUTION: "# Contribution\n\n{{ pi }} of {{ institution }} will release "
+    "{{ outputs }} from “{{ project }}”, using {{ total_hours }} GPU-hours ({{ hours }}).",
+    AgreementKind.DATA_USE: "# Data use\n\n{{ researcher }} uses {{ dataset }} for {{ purpose }}.",
+}
+
+
+def make_agreement_template(
+    session: AnySession,
+    *,
+    kind: AgreementKind = AgreementKind.PARTNERSHIP,
+    state: VersionState = VersionState.PUBLISHED,
+    body: str | None = None,
+    auto_issue: bool = False,
+    **kw: Any,
+) -> AgreementTemplate:
+    """A template of ``kind`` with one version in ``state`` (published by default)."""
+    n = next(_seq)
+    template = AgreementTemplate(
+        kind=kind, title=kw.pop("title", f"{kind.label} {n}"), auto_issue=auto_issue, **kw
+    )
+    body = body or AGREEMENT_BODIES[kind]
+    published = state != VersionState.DRAFT
+    template.versions.append(
+        TemplateVersion(
+            number=1,
+            body=body,
+            state=state,
+            published_at=utcnow() if published else None,
+            text_sha256=sha256(body) if published else None,
+        )
+    )
+    session.add(template)
+    session.flush()
+    return template
+
+
+def make_agreement(
+    session: AnySession,
+    *,
+    kind: AgreementKind = AgreementKind.PARTNERSHIP,
+    institution: Institution | None = None,
+    proposal: Proposal | None = None,
+    state: AgreementState = AgreementState.AWAITING,
+    signed: int = 0,
+    template: AgreementTemplate | None = None,
+) -> Agreement:
+    """An agreement of ``kind`` (partnership: for ``institution``; contribution: for ``proposal``,
+    an active project if not given) in ``state``, its first ``signed`` parties signed (every party,
+    when it is active or superseded)."""
+    template = template or make_agreement_template(session, kind=kind)
+    version = template.versions[-1]
+    today = utcnow().date()
+    if kind == AgreementKind.CONTRIBUTION:
+        proposal = proposal or make_proposal(session, state=ProposalState.ACTIVE)
+        institution = proposal.institution
+        pi = next(m.user_id for m in proposal.team if m.role == TeamRole.PI)
+        parties = [(PartyRole.PI, pi, None), (PartyRole.SIGNING_OFFICIAL, None, institution.name)]
+        fields = project_fields(proposal, lab="ATOM Lab", today=today)
+        subject = (SubjectType.PROJECT, proposal.id, proposal.title)
+    else:
+        institution = institution or make_institution(session, state=InstitutionState.UNDER_REVIEW)
+        parties = [(PartyRole.SIGNING_OFFICIAL, None, institution.name)]
+        fields = institution_fields(institution, lab="ATOM Lab", today=today)
+        subject = (SubjectType.INSTITUTION, institution.id, institution.name)
+    parties.append((PartyRole.PROGRAM, None, "ATOM Lab"))
+    text = fill(version.body, fields)
+    done = state in (AgreementState.ACTIVE, AgreementState.SUPERSEDED)
+    agreement = Agreement(
+        version_id=version.id,
+        kind=kind,
+        title=f"{template.title} — {subject[2]}",
+        subject_type=subject[0],
+        subject_id=subject[1],
+        institution_id=institution.id,
+        proposal_id=proposal.id if proposal else None,
+        text=text,
+        text_sha256=sha256(text),
+        state=state,
+        completed_at=utcnow() if done else None,
+    )
+    for i, (role, user_id, behalf) in enumerate(parties, start=1):
+        slot = Signature(position=i, role=role, user_id=user_id, on_behalf_of=behalf)
+        if done or i <= signed:
+            signer = user_id or _signer_for(session, role, institution).id
+            slot.state = SignatureState.SIGNED
+            slot.signed_by_id, slot.signed_at = signer, utcnow()
+            slot.typed_name, slot.text_sha256 = "Signed in a factory", agreement.text_sha256
+            slot.ip, slot.user_agent = "192.0.2.1", "pytest"
+        agreement.signatures.append(slot)
+    session.add(agreement)
+    session.flush()
+    return agreement
+
+
+def _signer_for(session: AnySession, role: PartyRole, institution: Institution) -> User:
+    if role == PartyRole.SIGNING_OFFICIAL:
+        return make_user(session, Role.SIGNING_OFFICIAL, institution=institution)
+    return make_user(session, Role.PROGRAM_OFFICER)

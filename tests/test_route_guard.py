@@ -25,6 +25,7 @@ PUBLIC = {
     "admin.jwks",  # the portal's public key, for providers (private_key_jwt)
     "proposals.calls",  # published calls: how researchers discover the program
     "proposals.call_detail",  # one published call (a draft sends anonymous visitors to log in)
+    "agreements.check",  # does a signed agreement have this text? (the hash on its PDF)
     "static",
 }
 ROLES = [None, *Role]

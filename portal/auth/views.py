@@ -120,10 +120,18 @@ def _last_choice() -> tuple[IdentityProvider, Institution | None] | None:
     return provider, institution
 
 
+def _reauth_asked(values: Any) -> bool:
+    """``reauth=1``: log in again even when logged in (a fresh login before signing)."""
+    return bool(values.get("reauth") == "1")
+
+
 @bp.get("/login")
 @limiter.limit(_rate_limit)
 def login() -> ResponseReturnValue:
-    if as_user(current_user) is not None:
+    """Choose where to log in. Someone logged in goes on to ``next`` — unless asked to log in
+    again (``reauth=1``), when the page is shown to them too and the login starts afresh."""
+    reauth = _reauth_asked(request.args)
+    if as_user(current_user) is not None and not reauth:
         return redirect(safe_next(request.args.get("next")) or url_for("core.dashboard"))
     form = FindInstitutionForm(request.args)
     query = form.q.data if form.validate() else None
@@ -138,6 +146,7 @@ def login() -> ResponseReturnValue:
         last=last,
         start_form=StartLoginForm(),
         next=safe_next(request.args.get("next")) or "",
+        reauth=reauth,
     )
 
 
@@ -157,6 +166,9 @@ def start(slug: str) -> ResponseReturnValue:
             url_for(".callback", slug=provider.slug, _external=True),
             extra={"next": safe_next(form.next.data)},
             idphint=idphint,
+            # The login page's hidden ``reauth`` field: the provider must ask for credentials
+            # again (a fresh login before signing).
+            reauth=_reauth_asked(request.form),
         )
     except LoginError as e:
         return _login_failed(provider, e)

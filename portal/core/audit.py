@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
-    DDL,
     JSON,
     ForeignKey,
     Index,
@@ -31,7 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from portal.core.errors import PermissionDeniedError
-from portal.core.models import AnySession, Base, utcnow
+from portal.core.models import AnySession, Base, install_after_create, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -120,13 +119,7 @@ APPEND_ONLY_DDL = {
         "FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()",
     ],
 }
-for _dialect, _statements in APPEND_ONLY_DDL.items():
-    for _sql in _statements:
-        event.listen(
-            AuditEvent.__table__,
-            "after_create",
-            DDL(_sql).execute_if(dialect=_dialect),  # type: ignore[no-untyped-call]
-        )
+install_after_create(AuditEvent.__table__, APPEND_ONLY_DDL)
 
 
 @event.listens_for(Session, "before_flush")

@@ -6,8 +6,9 @@ import datetime as dt
 import enum
 from typing import Any, Self, TypeAlias, TypeVar
 
-from sqlalchemy import DateTime, Dialect, Enum, Index, MetaData, func, text
+from sqlalchemy import DDL, DateTime, Dialect, Enum, Index, MetaData, event, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, registry, scoped_session
+from sqlalchemy.sql import FromClause
 from sqlalchemy.types import TypeDecorator
 
 #: Constraint names Alembic can rely on (and that read well in an IntegrityError).
@@ -127,3 +128,15 @@ def partial_unique_index(name: str, *columns: str, where: str) -> Index:
         sqlite_where=text(where),
         postgresql_where=text(where),
     )
+
+
+def install_after_create(table: FromClause, statements: dict[str, list[str]]) -> None:
+    """Run each dialect's ``statements`` (triggers a table guards itself with) after ``create_all``
+    creates ``table``; migrations execute the same statements."""
+    for dialect, sqls in statements.items():
+        for sql in sqls:
+            event.listen(
+                table,
+                "after_create",
+                DDL(sql).execute_if(dialect=dialect),  # type: ignore[no-untyped-call]
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, abort, flash, g, redirect, render_template, request, url_for
@@ -16,11 +17,11 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter, Map
 
-from portal.core import audit, navigation
+from portal.core import audit, hooks, navigation
 from portal.core.database import own_transaction, set_read_only
 from portal.core.errors import DomainError
 from portal.core.permissions import Rule, check, permission_helpers
-from portal.core.roles import is_logged_in
+from portal.core.roles import is_logged_in, is_staff
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,9 @@ def init_app(app: Flask) -> None:
             **app.extensions.get(HELPERS_KEY, {}),
         }
 
+    # A global (not a context variable): macros imported without the page's context see it.
+    app.jinja_env.globals["blockers_on"] = blockers_on
+
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(DomainError, _domain_error)
@@ -157,6 +161,15 @@ def init_app(app: Flask) -> None:
 
 
 HELPERS_KEY = "portal.template_helpers"
+
+
+def blockers_on(obj: Any) -> list[hooks.Blocker]:
+    """What keeps ``obj``'s next step closed (``hooks.notices_for``), for the person viewing: a
+    link meant for program staff is left out for everyone else (they would be refused there)."""
+    return [
+        b if not b.staff_only or is_staff(current_user) else replace(b, url=None)
+        for b in hooks.notices_for(obj)
+    ]
 
 
 def register_template_helpers(app: Flask, *modules: Any) -> None:

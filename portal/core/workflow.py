@@ -3,9 +3,11 @@
 A domain declares a :class:`Workflow`: its transition table, who may take each action (an
 allow-list of permission rules: an action without a rule is refused to everyone), the mail each
 action sends, and the actions that deliberately send none. :meth:`Workflow.run` then does, in the
-caller's transaction: permission → from-state → reason → checks → **compare-and-set write**
+caller's transaction: permission → from-state → reason → checks and other domains' gates
+(``portal.core.hooks``) → **compare-and-set write**
 (``UPDATE … SET state = :to WHERE id = :id AND state = :from``; any other row count means someone
-else decided first) → effects → audit event → mail → flush. Nothing else assigns ``.state``.
+else decided first) → effects and follow-ups → audit event → mail → flush. Nothing else assigns
+``.state``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from portal.core import audit
+from portal.core import audit, hooks
 from portal.core.errors import ConflictError, InvalidTransitionError, ValidationError
 from portal.core.models import AnySession
 from portal.core.permissions import Rule, require
@@ -112,9 +114,9 @@ class Workflow(Generic[M, S]):
                 out.append(f"actions without {what}: {sorted(actions - names)}")
         if set(self.mails) & set(self.silent):
             out.append(f"both mailed and silent: {sorted(set(self.mails) & set(self.silent))}")
-        for hooks in (self.checks, self.effects):
-            if set(hooks) - actions:
-                out.append(f"hooks for unknown actions {sorted(set(hooks) - actions)}")
+        for declared in (self.checks, self.effects):
+            if set(declared) - actions:
+                out.append(f"hooks for unknown actions {sorted(set(declared) - actions)}")
         return out
 
     def may(self, user: Any, obj: M, action: str) -> bool:
@@ -165,6 +167,7 @@ class Workflow(Generic[M, S]):
         step: Step[M, S] = Step(obj, action, tr, frm, actor, reason)
         if action in self.checks:
             self.checks[action](step)
+        hooks.check_gates(session, f"{self.name}.{action}", obj)
         columns = {"state": tr.to, **(self.fields(step) if self.fields else {}), **(values or {})}
         model: Any = self.model
         result = session.execute(
@@ -185,6 +188,7 @@ class Workflow(Generic[M, S]):
             session.expire(obj, ["updated_at"])
         if action in self.effects:
             self.effects[action](session, step)
+        hooks.run_follow_ups(session, f"{self.name}.{action}", step)
         audit.record(
             session,
             f"{self.name}.{action}",

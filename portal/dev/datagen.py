@@ -1,7 +1,9 @@
 """A realistic-scale data generator for benchmarks: ``flask --app portal demo generate``.
 
 Rows are written with bulk INSERTs (not one service call each) so that the scale in DESIGN.md takes
-seconds, not hours; the values still satisfy every constraint. Later domains add their own tables here.
+seconds, not hours; the values still satisfy every constraint, and every rule the services keep:
+each partner (and suspended partner) has a partnership agreement in force, signed by its signing
+official and countersigned by a program officer. Later domains add their own tables here.
 """
 
 from __future__ import annotations
@@ -11,8 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
+from flask import current_app
 from sqlalchemy import insert, select
 
+from portal.agreements.models import (
+    Agreement,
+    AgreementKind,
+    AgreementState,
+    AgreementTemplate,
+    PartyRole,
+    Signature,
+    SignatureState,
+    SubjectType,
+    TemplateVersion,
+    VersionState,
+)
+from portal.agreements.text import fill, institution_fields, sha256
 from portal.auth.models import Identity, Role, RoleGrant, User
 from portal.core.audit import AuditEvent
 from portal.core.database import write_intent
@@ -58,10 +74,13 @@ def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]
     first_inst = (session.scalar(select(Institution.id).order_by(Institution.id.desc())) or 0) + 1
     first_user = (session.scalar(select(User.id).order_by(User.id.desc())) or 0) + 1
     states = [InstitutionState.PARTNER] * 8 + [InstitutionState.APPLIED, InstitutionState.SUSPENDED]
-    insts = []
+    insts: list[dict[str, Any]] = []
     for k in range(scale.institutions):
         n = first_inst + k
         state = rng.choice(states)
+        if k >= scale.users:
+            # Without a signing official (one per institution, below) nobody signed for it.
+            state = InstitutionState.APPLIED
         insts.append(
             {
                 "id": n,
@@ -91,7 +110,8 @@ def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]
         ],
     )
 
-    users, identities, grants, affiliations = [], [], [], []
+    users: list[dict[str, Any]] = []
+    identities, grants, affiliations = [], [], []
     for k in range(scale.users):
         uid = first_user + k
         inst = insts[k % len(insts)]["id"]
@@ -152,10 +172,27 @@ def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]
                 "updated_at": now,
             }
         )
+    countersigner = _program_officer(session)
+    if countersigner is None and users:
+        # Nobody countersigns for the lab yet: the first generated researcher becomes its officer.
+        countersigner = users[min(len(insts), len(users) - 1)]["id"]
+        grants.append(
+            {
+                "user_id": countersigner,
+                "role": Role.PROGRAM_OFFICER,
+                "institution_id": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
     _bulk(session, User, users)
     _bulk(session, Identity, identities)
     _bulk(session, RoleGrant, grants)
     _bulk(session, Affiliation, affiliations)
+    agreements = 0
+    if countersigner is not None:
+        officials = {i["id"]: first_user + k for k, i in enumerate(insts) if k < len(users)}
+        agreements = _partnerships(session, insts, officials, countersigner)
     _bulk(
         session,
         AuditEvent,
@@ -173,7 +210,118 @@ def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]
         ],
     )
     session.flush()
-    return {"institutions": len(insts), "users": len(users), "audit_events": scale.audit_events}
+    return {
+        "institutions": len(insts),
+        "users": len(users),
+        "agreements": agreements,
+        "audit_events": scale.audit_events,
+    }
+
+
+def _program_officer(session: AnySession) -> int | None:
+    return session.scalar(
+        select(User.id)
+        .join(RoleGrant, RoleGrant.user_id == User.id)
+        .where(RoleGrant.role == Role.PROGRAM_OFFICER, User.is_disabled.is_(False))
+        .order_by(User.id)
+        .limit(1)
+    )
+
+
+def _partnership_version(session: AnySession) -> TemplateVersion:
+    """The version partnerships are signed on: the current one of the automatic partnership
+    template (the demo's), else of any partnership template, else a template made here."""
+    from portal.dev.demo_agreements import PARTNERSHIP_V1
+
+    templates = session.scalars(
+        select(AgreementTemplate)
+        .where(AgreementTemplate.kind == AgreementKind.PARTNERSHIP)
+        .order_by(AgreementTemplate.auto_issue.desc(), AgreementTemplate.id)
+    ).all()
+    for template in templates:
+        if template.current is not None:
+            return template.current
+    version = TemplateVersion(
+        number=1,
+        body=PARTNERSHIP_V1,
+        state=VersionState.PUBLISHED,
+        published_at=utcnow(),
+        text_sha256=sha256(PARTNERSHIP_V1),
+    )
+    session.add(
+        AgreementTemplate(
+            kind=AgreementKind.PARTNERSHIP,
+            title="Partnership agreement",
+            description="Signed by every partner institution before it is approved as a partner.",
+            auto_issue=not any(t.auto_issue for t in templates),
+            versions=[version],
+        )
+    )
+    session.flush()
+    return version
+
+
+def _partnerships(
+    session: AnySession, insts: list[dict[str, Any]], officials: dict[int, int], officer: int
+) -> int:
+    """A fully signed partnership agreement for each partner and suspended institution."""
+    version = _partnership_version(session)
+    template = version.template
+    lab = str(current_app.config["LAB_NAME"])
+    now = utcnow()
+    names = dict(
+        session.execute(select(User.id, User.display_name).where(User.id.in_([
+            officer, *officials.values()
+        ]))).all()
+    )  # fmt: skip
+    made = 0
+    for i in insts:
+        if i["state"] not in (InstitutionState.PARTNER, InstitutionState.SUSPENDED):
+            continue
+        fields = institution_fields(
+            Institution(name=i["name"], country=i["country"], ror_id=i["ror_id"]),
+            lab=lab,
+            today=now.date(),
+        )
+        text = fill(version.body, fields)
+        digest = sha256(text)
+        signers = [
+            (PartyRole.SIGNING_OFFICIAL, i["name"], officials[i["id"]]),
+            (PartyRole.PROGRAM, lab, officer),
+        ]
+        session.add(
+            Agreement(
+                version_id=version.id,
+                kind=AgreementKind.PARTNERSHIP,
+                title=f"{template.title} — {i['name']}"[:300],
+                subject_type=SubjectType.INSTITUTION,
+                subject_id=i["id"],
+                institution_id=i["id"],
+                text=text,
+                text_sha256=digest,
+                state=AgreementState.ACTIVE,
+                state_changed_at=now,
+                completed_at=now,
+                signatures=[
+                    Signature(
+                        position=position,
+                        role=role,
+                        on_behalf_of=behalf,
+                        state=SignatureState.SIGNED,
+                        signed_by_id=signer,
+                        signed_at=now,
+                        typed_name=names[signer],
+                        ip="192.0.2.20",
+                        user_agent="datagen",
+                        text_sha256=digest,
+                    )
+                    for position, (role, behalf, signer) in enumerate(signers, start=1)
+                ],
+            )
+        )
+        made += 1
+    session.flush()
+    return made
 
 
 @click.command("generate")

@@ -12,10 +12,13 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
+from portal.agreements.models import Agreement
 from portal.auth.models import Identity, Role, RoleGrant, User
+from portal.auth.services import set_user_disabled
 from portal.core import audit
 from portal.core.database import write_intent
 from portal.core.models import AnySession, utcnow
+from portal.dev.demo_agreements import load_agreements, load_templates, sign_partnership
 from portal.dev.demo_proposals import load_proposals
 from portal.dev.demo_reviews import load_reviews
 from portal.extensions import db
@@ -119,7 +122,8 @@ INSTITUTIONS = [
 
 #: The reason given for each lifecycle action that needs one.
 REASONS = {
-    "suspend": "The partnership agreement lapsed; suspended until the renewal is signed.",
+    "suspend": "Its signing official has left and no successor has been named; suspended until "
+    "the university names one.",
     "withdraw": "The institute decided to join through its national consortium instead.",
 }
 
@@ -164,6 +168,36 @@ PEOPLE = [
     ),
     DemoPerson(
         "kyoto-official", "Yuki Sato", "sato@kios.ac.jp", ((Role.SIGNING_OFFICIAL, "kyo"),), "staff"
+    ),
+    DemoPerson(
+        "tum-official",
+        "Jonas Becker",
+        "jonas.becker@tu-rheinfeld.de",
+        ((Role.SIGNING_OFFICIAL, "tum"),),
+        "staff",
+    ),
+    # The institution under review: its partnership agreement waits for her signature.
+    DemoPerson(
+        "savanna-official",
+        "Wanjiru Kamau",
+        "w.kamau@savanna-tech.ac.ke",
+        ((Role.SIGNING_OFFICIAL, "sav"),),
+        "staff",
+    ),
+]
+
+#: People who signed for a partner and have since left: their accounts are disabled (with the
+#: reason), so they are no demo login.
+FORMER_PEOPLE = [
+    (
+        DemoPerson(
+            "uw-official",
+            "Einar Sigurdsson",
+            "einar@uw.is",
+            ((Role.SIGNING_OFFICIAL, "uw"),),
+            "staff",
+        ),
+        "Left the University Centre of the Westfjords; the university has not named a successor.",
     ),
 ]
 
@@ -224,8 +258,43 @@ def _demo_provider(
     )
 
 
+def _grant_roles(
+    session: AnySession, user: User, p: DemoPerson, insts: dict[str, Institution], by: User
+) -> None:
+    """``p``'s roles, each with an active affiliation where it is held at an institution."""
+    for role, key in p.roles:
+        session.add(
+            RoleGrant(
+                user=user,
+                role=role,
+                institution=insts[key] if key else None,
+                granted_by_id=by.id,
+            )
+        )
+        if key and not any(a.institution_id == insts[key].id for a in user.affiliations):
+            session.add(
+                Affiliation(
+                    user=user,
+                    institution=insts[key],
+                    title=p.title,
+                    state=AffiliationState.ACTIVE,
+                    source=AffiliationSource.STAFF,
+                    decided_at=utcnow(),
+                    decided_by_id=by.id,
+                )
+            )
+    session.flush()
+    audit.record(session, "user.create", actor=by, obj=user, source="demo")
+
+
 def load(session: AnySession) -> dict[str, int]:
-    """Create the demo institutions and people; returns counts. The database must be empty."""
+    """Create the demo institutions, people, calls, proposals, reviews and agreements; returns
+    counts. The database must be empty.
+
+    The order is the program's: institutions register; people and the agreement templates exist;
+    then each institution moves along its path — its review issues the partnership agreement, which
+    its signing official and the program officer sign before it is approved; then the calls and
+    proposals, whose approval issues each project's contribution agreement."""
     bootstrap = User(display_name="Portal setup", email=None)
     session.add(bootstrap)
     session.flush()
@@ -248,39 +317,26 @@ def load(session: AnySession) -> dict[str, int]:
         for claim in inst.all_domains:
             if claim.domain in d.domains:
                 domain_proof.verify_domain_by_staff(session, claim, actor=bootstrap)
-        for action in d.path:
-            institutions.transition(
-                session, inst, action, actor=bootstrap, reason=REASONS.get(action)
-            )
         insts[d.key] = inst
 
     issuer = demo_issuer()
     _demo_provider(session, bootstrap, issuer, [insts[k] for k in ("north", "tum", "kyo")])
-    for p in PEOPLE:
-        user = _person(session, p, issuer)
-        for role, key in p.roles:
-            session.add(
-                RoleGrant(
-                    user=user,
-                    role=role,
-                    institution=insts[key] if key else None,
-                    granted_by_id=bootstrap.id,
-                )
+    people: dict[str, User] = {}
+    for p in PEOPLE + [former for former, _ in FORMER_PEOPLE]:
+        people[p.sub] = _person(session, p, issuer)
+        _grant_roles(session, people[p.sub], p, insts, bootstrap)
+
+    load_templates(session, people["officer"])
+    for d in INSTITUTIONS:
+        for action in d.path:
+            if action in ("approve", "reinstate"):
+                sign_partnership(session, insts[d.key])
+            institutions.transition(
+                session, insts[d.key], action, actor=bootstrap, reason=REASONS.get(action)
             )
-            if key and not any(a.institution_id == insts[key].id for a in user.affiliations):
-                session.add(
-                    Affiliation(
-                        user=user,
-                        institution=insts[key],
-                        title=p.title,
-                        state=AffiliationState.ACTIVE,
-                        source=AffiliationSource.STAFF,
-                        decided_at=utcnow(),
-                        decided_by_id=bootstrap.id,
-                    )
-                )
-        session.flush()
-        audit.record(session, "user.create", actor=bootstrap, obj=user, source="demo")
+    for former, why in FORMER_PEOPLE:
+        set_user_disabled(session, people[former.sub], actor=bootstrap, disabled=True, reason=why)
+
     for p in PENDING_REQUESTS:
         user = _person(session, p, issuer)
         session.add(
@@ -292,9 +348,6 @@ def load(session: AnySession) -> dict[str, int]:
                 source=AffiliationSource.OFFICIAL_APPROVAL,
             )
         )
-    official = session.scalars(
-        select(User).join(Identity).where(Identity.subject == "official", Identity.issuer == issuer)
-    ).one()
     for person, action, reason in SETTLED_REQUESTS:
         user = _person(session, person, issuer)
         request = institutions.request_affiliation(
@@ -303,19 +356,19 @@ def load(session: AnySession) -> dict[str, int]:
         if action == "withdraw":
             institutions.withdraw_affiliation_request(session, request, actor=user)
         else:
-            institutions.decide_affiliation(session, request, action, actor=official, reason=reason)
-    people = {
-        i.subject: i.user
-        for i in session.scalars(select(Identity).where(Identity.issuer == issuer)).all()
-    }
+            institutions.decide_affiliation(
+                session, request, action, actor=people["official"], reason=reason
+            )
     proposals = load_proposals(session, bootstrap, people)
     load_reviews(session, bootstrap, people)
+    load_agreements(session, people)
     bootstrap.is_disabled = True  # the setup account never logs in
     session.flush()
     return {
         "institutions": len(insts),
         "users": session.scalar(select(func.count()).select_from(User)) or 0,
         "proposals": proposals,
+        "agreements": session.scalar(select(func.count()).select_from(Agreement)) or 0,
     }
 
 
@@ -336,4 +389,7 @@ def load_command() -> None:
     if counts is None:
         click.echo("Demo data is already loaded (the database has institutions); nothing to do.")
     else:
-        click.echo(f"Loaded {counts['institutions']} institutions and {counts['users']} users.")
+        click.echo(
+            f"Loaded {counts['institutions']} institutions, {counts['users']} users, "
+            f"{counts['proposals']} proposals and {counts['agreements']} agreements."
+        )

@@ -198,10 +198,29 @@ def load_proposals(session: AnySession, staff: User, people: dict[str, User]) ->
         session, gone, actor=rafael, reason="Merged into the scientific software project."
     )
 
-    # The pilot call: one proposal made it in before it closed.
+    # Kenji's second proposal, endorsed too: it will be approved (demo_reviews), and its
+    # contribution agreement waits on the program officer's countersignature (demo_agreements).
+    legal = services.start_proposal(session, main, actor=kenji, title="x")
+    _complete(session, legal, kenji, "Japanese legal-text models with open weights", 50_000)
+    services.submit_proposal(session, legal, actor=kenji)
+    services.decide_endorsement(session, legal, "endorse", actor=yuki)
+
+    # Rolling-call projects at Northlake that will be approved: Ada's contribution agreement waits
+    # on Ada; Sam's was declined by Olivia once, and its second issue waits on her.
+    probes = services.start_proposal(session, rolling, actor=ada, title="x")
+    _complete(session, probes, ada, "Interpretability probes for open multilingual models", 5_000)
+    services.submit_proposal(session, probes, actor=ada)
+    captions = services.start_proposal(session, rolling, actor=sam, title="x")
+    _complete(session, captions, sam, "Open speech recognition for lecture captions", 4_000)
+    services.submit_proposal(session, captions, actor=sam)
+
+    # The pilot call: two proposals made it in before it closed (both become running projects).
     pilot = services.start_proposal(session, past, actor=kenji, title="x")
     _complete(session, pilot, kenji, "Pilot: scaling laws for open data mixtures", 40_000)
     services.submit_proposal(session, pilot, actor=kenji)
+    evals = services.start_proposal(session, past, actor=ada, title="x")
+    _complete(session, evals, ada, "Pilot: open evaluation of multilingual reasoning", 30_000)
+    services.submit_proposal(session, evals, actor=ada)
     services.run_call(session, past, "close", actor=staff)
     session.flush()
-    return 7
+    return 11

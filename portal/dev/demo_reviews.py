@@ -77,15 +77,24 @@ def load_reviews(session: AnySession, staff: User, people: dict[str, User]) -> N
         staff,
         points=None,
     )
-    # The pilot: reviewed and approved, an active project with its GPU-hours.
-    pilot = proposal("Pilot: scaling laws for open data mixtures")
-    _review(session, pilot, ines, staff, points=5)
-    proposals.decide_proposal(
-        session,
-        pilot,
-        "approve",
-        actor=staff,
-        reason="Ranked first by the panel.",
-        awards={r.call_resource_id: r.hours * 3 // 4 for r in pilot.requests},
-    )
-    assert pilot.state == ProposalState.ACTIVE
+    # Reviewed and approved: active projects with their GPU-hours. Approving issues each one's
+    # contribution agreement (the template exists already: demo_agreements.load_templates), which
+    # demo_agreements then takes through its signatures.
+    for title, reviewer, reason in [
+        ("Pilot: scaling laws for open data mixtures", ines, "Ranked first by the panel."),
+        ("Pilot: open evaluation of multilingual reasoning", rafael, "Ranked second by the panel."),
+        ("Japanese legal-text models with open weights", ines, "Strong plan, strong team."),
+        ("Interpretability probes for open multilingual models", ines, "A small, sound project."),
+        ("Open speech recognition for lecture captions", ines, "Useful and well scoped."),
+    ]:
+        project = proposal(title)
+        _review(session, project, reviewer, staff, points=5)
+        proposals.decide_proposal(
+            session,
+            project,
+            "approve",
+            actor=staff,
+            reason=reason,
+            awards={r.call_resource_id: r.hours * 3 // 4 for r in project.requests},
+        )
+        assert project.state == ProposalState.ACTIVE

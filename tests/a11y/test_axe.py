@@ -163,6 +163,7 @@ def crawlable(live: str, href: str) -> str | None:
         return None  # a mail's HTML part as sent, in a CSP sandbox: the mail, not a portal page
     if (
         re.fullmatch(r"/(proposals|reviews/assignments)/\d+/attachments/\d+", path)
+        or re.fullmatch(r"/agreements/\d+\.pdf", path)
         or "format=csv" in url
     ):
         return None  # downloads (a PDF, a CSV file), not pages

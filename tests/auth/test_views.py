@@ -30,6 +30,9 @@ from tests.support.app import login
 from tests.support.matrix import Case, case, check_route, matrix_params
 from tests.support.oidc import add_provider
 
+#: The route-by-role matrix and rendering: on SQLite only (``once``, tests/conftest.py).
+pytestmark = pytest.mark.once
+
 
 @dataclass
 class World:

@@ -31,6 +31,9 @@ from tests.factories import (
 from tests.support.app import login
 from tests.support.matrix import Case, case, check_route, matrix_params
 
+#: The route-by-role matrix and rendering: on SQLite only (``once``, tests/conftest.py).
+pytestmark = pytest.mark.once
+
 ADMIN = {"admin"}
 OPTIONAL = "institutions/affiliation_requested"
 

@@ -35,6 +35,9 @@ from tests.factories import (
 from tests.support.app import login
 from tests.support.matrix import Case, case, check_route, matrix_params
 
+#: The route-by-role matrix and rendering: on SQLite only (``once``, tests/conftest.py).
+pytestmark = pytest.mark.once
+
 STAFF = {"officer", "admin"}
 REVIEWER = {"reviewer"}
 

@@ -65,7 +65,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # A workflow names each action's permission rule and mail (portal.core.workflow).
     ("workflow", ("workflow",)),
     ("emails", ("emails",)),
-    ("rules", ("permissions", "forms", "checklist")),
+    # What the rules read and the workflow checks with: a proposal's checklist, an agreement's text.
+    ("rules", ("permissions", "forms", "checklist", "text")),
     # Facts the permission rules read (conflicts of interest).
     ("facts", ("conflicts",)),
     # Registries every layer reads (the kinds of e-mail).

@@ -1,0 +1,76 @@
+"""The benchmark generator (``flask demo generate``) writes in bulk, yet keeps the rules the
+services keep: every generated partner has its partnership agreement in force, signed by its
+signing official and countersigned by a program officer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal.agreements import services as agreements
+from portal.agreements.models import AgreementKind, AgreementTemplate, SubjectType
+from portal.auth.models import Identity, Role, User
+from portal.core.hooks import blockers
+from portal.dev.datagen import Scale, generate
+from portal.dev.demo import load
+from portal.institutions.models import Institution, InstitutionState
+
+PARTNERS = (InstitutionState.PARTNER, InstitutionState.SUSPENDED)
+
+
+def _check_partners(db: Session, institutions: list[Institution]) -> list[User]:
+    """Each partner's agreement is in force and well signed; returns who countersigned."""
+    countersigners = []
+    for institution in institutions:
+        agreement = agreements.in_force(
+            db, AgreementKind.PARTNERSHIP, SubjectType.INSTITUTION, institution.id
+        )
+        assert agreement is not None, institution.name
+        assert agreements.verify(agreement).ok
+        official, program = agreement.signatures
+        assert official.signed_by is not None and program.signed_by is not None
+        assert official.signed_by.has_role(Role.SIGNING_OFFICIAL, institution)
+        assert program.signed_by.has_role(Role.PROGRAM_OFFICER)
+        assert blockers(db, "institution.approve", institution) == []
+        countersigners.append(program.signed_by)
+    return countersigners
+
+
+def test_generated_partners_have_a_signed_partnership_agreement(app: Flask, db: Session) -> None:
+    with app.app_context():
+        counts = generate(db, Scale(institutions=12, users=40, audit_events=5))
+        generated = db.scalars(select(Institution)).all()
+        partners = [i for i in generated if i.state in PARTNERS]
+        assert partners and counts["agreements"] == len(partners)
+        _check_partners(db, partners)
+        (template,) = db.scalars(select(AgreementTemplate)).all()
+        assert template.auto_issue and template.current is not None
+
+
+def test_without_officials_for_all_the_rest_are_applicants(app: Flask, db: Session) -> None:
+    with app.app_context():
+        generate(db, Scale(institutions=10, users=4, audit_events=1))
+        institutions = db.scalars(select(Institution).order_by(Institution.id)).all()
+        assert {i.state for i in institutions[4:]} == {InstitutionState.APPLIED}
+        _check_partners(db, [i for i in institutions if i.state in PARTNERS])
+
+
+def test_generated_on_top_of_the_demo_uses_its_template_and_officer(
+    app: Flask, db: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(app.config, "ATTACHMENT_FOLDER", str(tmp_path / "attachments"))
+    with app.app_context():
+        load(db)
+        first_new = max(db.scalars(select(Institution.id))) + 1
+        generate(db, Scale(institutions=8, users=20, audit_events=1))
+        new = db.scalars(select(Institution).where(Institution.id >= first_new)).all()
+        countersigners = _check_partners(db, [i for i in new if i.state in PARTNERS])
+        officer = db.scalars(select(User).join(Identity).where(Identity.subject == "officer")).one()
+        assert countersigners and {u.id for u in countersigners} == {officer.id}
+        partnership = agreements.auto_template(db, AgreementKind.PARTNERSHIP)
+        assert partnership is not None and partnership.current is not None
+        assert len(db.scalars(select(AgreementTemplate)).all()) == 3  # the demo's, no new one
