@@ -95,7 +95,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Tests marked ``once`` (route-by-role matrices, rendering) run on SQLite only: what depends
     on the database's semantics (transactions, locks, constraints, races, migrations) is tested
     on both databases elsewhere, and running the matrices twice would double the suite's time."""
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_postgres = callspec is not None and callspec.params.get("database_url") == "postgresql"
