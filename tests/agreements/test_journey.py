@@ -53,7 +53,8 @@ def _sign(page: Any, url: str, name: str) -> str:
     the agreement afterwards."""
     page.goto(f"{url}/agreements/to-sign")
     page.get_by_role("link", name=re.compile(f"^Sign {TITLE}")).click()
-    assert "The agreement in full" in page.content()
+    # The locator waits for the sign page to arrive (a click does not wait for the navigation).
+    page.get_by_role("heading", name="The agreement in full").wait_for()
     page.get_by_label("Your full name").fill(name)
     page.get_by_label("I have read this agreement and sign it").check()
     page.get_by_role("button", name=re.compile("^Sign as")).click()
@@ -131,6 +132,7 @@ def test_pi_official_and_officer_sign_and_the_pdf_verifies(
         public.goto(f"{url}/agreements/verify")
         public.get_by_label("SHA-256 of the agreement's text").fill(digest)
         public.get_by_role("button", name="Check").click()
+        public.wait_for_url(re.compile(r".*sha256="))
         assert TITLE in public.content()
         staff.goto(f"{url}/agreements/{agreement_id}/verify")
         assert "Verified" in staff.content()
