@@ -21,7 +21,7 @@ run: $(STAMP)
 
 ## Lint, type-check, and run the whole test suite
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check portal tests

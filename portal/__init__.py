@@ -65,6 +65,8 @@ DOMAINS = (
     "portal.proposals",
     "portal.reviews",
     "portal.agreements",
+    "portal.allocations",
+    "portal.api",
     "portal.dev",
 )
 
@@ -72,6 +74,8 @@ DOMAINS = (
 def _import_models() -> None:
     """Import every model module so the metadata (and Alembic's autogenerate) sees all tables."""
     import portal.agreements.models
+    import portal.allocations.models
+    import portal.api.models
     import portal.auth.models
     import portal.core.audit
     import portal.institutions.models

@@ -52,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
     "CONFLICT_YEARS": 3,
     # A reviewer with a proposal of their own in a call reviews no other proposal of that call.
     "OWN_PROPOSAL_IS_CONFLICT": True,
+    # --- Operator API (portal/api) ---
+    # Requests per token (Flask-Limiter notation).
+    "API_RATE_LIMIT": "120 per minute",
     # --- Agreements (portal/agreements) ---
     # Who the lab is in agreements' text and signature blocks ("for the lab").
     "LAB_NAME": "ATOM Lab",

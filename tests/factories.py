@@ -21,6 +21,7 @@ from portal.agreements.models import (
     VersionState,
 )
 from portal.agreements.text import fill, institution_fields, project_fields, sha256
+from portal.allocations.models import Allocation
 from portal.auth.models import Identity, Role, RoleGrant, User
 from portal.core.models import AnySession, utcnow
 from portal.institutions.models import (
@@ -519,3 +520,69 @@ def _signer_for(session: AnySession, role: PartyRole, institution: Institution) 
     if role == PartyRole.SIGNING_OFFICIAL:
         return make_user(session, Role.SIGNING_OFFICIAL, institution=institution)
     return make_user(session, Role.PROGRAM_OFFICER)
+
+
+# --- Allocations --------------------------------------------------------------------------------
+
+
+def make_allocation(session: AnySession, *, hours: int = 1000, usable: bool = True) -> Allocation:
+    """An allocation of ``hours`` GPU-hours made the real way: a proposal in review approved by a
+    program officer (``decide_proposal``; ``allocate_awards`` takes the hours out of the call's
+    budget). ``usable``: the project's contribution agreement is fully signed first, so the
+    allocation is active at once; otherwise it is pending. Needs an app context (mail links)."""
+    from sqlalchemy import select
+
+    from portal.proposals.services import decide_proposal
+
+    call = make_call(session, budget_hours=max(100_000, hours), max_request_hours=max(1000, hours))
+    proposal = make_proposal(session, call=call, state=ProposalState.IN_REVIEW)
+    (request,) = proposal.requests
+    request.hours = hours
+    if usable:
+        make_agreement(
+            session, kind=AgreementKind.CONTRIBUTION, proposal=proposal, state=AgreementState.ACTIVE
+        )
+    officer = make_user(session, Role.PROGRAM_OFFICER)
+    decide_proposal(
+        session, proposal, "approve", actor=officer, awards={request.call_resource_id: hours}
+    )
+    return session.scalars(select(Allocation).where(Allocation.proposal_id == proposal.id)).one()
+
+
+def make_project_allocation(
+    session: AnySession,
+    *,
+    pi: User | None = None,
+    call: Call | None = None,
+    officer: User | None = None,
+    hours: int = 1000,
+    usable: bool = True,
+    title: str | None = None,
+) -> Allocation:
+    """Like ``make_allocation``, for a project led by ``pi`` (a researcher at a new partner
+    institution if not given) in ``call`` (a new one if not given; give one with a big budget to
+    make many allocations on one resource), approved by ``officer`` (a new program officer if not
+    given). ``title``: the project's title."""
+    from sqlalchemy import select
+
+    from portal.proposals.services import decide_proposal
+
+    call = call or make_call(
+        session, budget_hours=max(100_000, hours), max_request_hours=max(1000, hours)
+    )
+    extra: dict[str, Any] = {"title": title} if title is not None else {}
+    proposal = make_proposal(session, call=call, pi=pi, state=ProposalState.IN_REVIEW, **extra)
+    (request,) = proposal.requests
+    request.hours = hours
+    if usable:
+        make_agreement(
+            session, kind=AgreementKind.CONTRIBUTION, proposal=proposal, state=AgreementState.ACTIVE
+        )
+    decide_proposal(
+        session,
+        proposal,
+        "approve",
+        actor=officer or make_user(session, Role.PROGRAM_OFFICER),
+        awards={request.call_resource_id: hours},
+    )
+    return session.scalars(select(Allocation).where(Allocation.proposal_id == proposal.id)).one()

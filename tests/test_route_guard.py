@@ -26,6 +26,8 @@ PUBLIC = {
     "proposals.calls",  # published calls: how researchers discover the program
     "proposals.call_detail",  # one published call (a draft sends anonymous visitors to log in)
     "agreements.check",  # does a signed agreement have this text? (the hash on its PDF)
+    "api.openapi",  # the operator API's OpenAPI document
+    "api.docs",  # the operator API's operations, as a page
     "static",
 }
 ROLES = [None, *Role]

@@ -13,6 +13,7 @@ from sqlalchemy.orm import object_session
 from portal.agreements.models import Agreement, AgreementKind, AgreementState, SubjectType
 from portal.agreements.permissions import signers_of
 from portal.agreements.services import in_force, standing
+from portal.core import hooks
 from portal.core.hooks import Blocker
 from portal.core.models import AnySession
 from portal.institutions.models import Institution, InstitutionState
@@ -22,7 +23,7 @@ from portal.proposals.models import Proposal, ProposalState
 #: The gate keys (``<workflow>.<action>``; ``proposal.use_compute`` is read by the compute domain).
 INSTITUTION_APPROVE = "institution.approve"
 INSTITUTION_REINSTATE = "institution.reinstate"
-USE_COMPUTE = "proposal.use_compute"
+USE_COMPUTE = hooks.USE_COMPUTE
 
 #: How many names a blocker lists before "and N more".
 _NAMES = 3

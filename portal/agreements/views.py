@@ -62,8 +62,8 @@ from portal.agreements.permissions import (
 from portal.agreements.workflow import AGREEMENT_WORKFLOW, SIGNATURE_WORKFLOW, VERSION_WORKFLOW
 from portal.auth.sessions import login_age
 from portal.core.errors import DomainError, NotFoundError
-from portal.core.forms import ActionForm, ConfirmForm, FilterForm
-from portal.core.listing import ListSpec, csv_response, list_page, matches
+from portal.core.forms import ActionForm, ConfirmForm
+from portal.core.listing import ListSpec, csv_response, filtered, list_page
 from portal.core.models import utcnow
 from portal.core.permissions import check
 from portal.core.roles import is_logged_in
@@ -153,19 +153,6 @@ def _detail_url(agreement: Agreement) -> str:
 # --- lists -------------------------------------------------------------------------------------
 
 
-def _filtered(stmt: Select[Any], spec: ListSpec) -> Select[Any]:
-    """``stmt`` with the request's search, state and sort, unpaged (for a CSV download)."""
-    form = FilterForm.for_states(spec.states, data=request.args)
-    if form.validate():
-        text_ = (form.q.data or "").strip()
-        if text_ and spec.search and not callable(spec.search):
-            stmt = stmt.where(matches(text_, *spec.search))
-        if form.state.data and spec.state_column is not None:
-            stmt = stmt.where(spec.state_column == form.state.data)
-    sort = request.args.get("sort", "")
-    return stmt.order_by(*spec.sorts.get(sort, next(iter(spec.sorts.values()))))
-
-
 def _waiting_on(agreement: Agreement) -> str:
     return ", ".join(s.party for s in agreement.next_signatures)
 
@@ -196,7 +183,7 @@ def index() -> ResponseReturnValue:
                 "waiting_on",
                 "sha256",
             ],
-            db.session.scalars(_filtered(stmt, AGREEMENTS)).all(),
+            db.session.scalars(filtered(stmt, AGREEMENTS)).all(),
             lambda a: [
                 a.id,
                 a.title,

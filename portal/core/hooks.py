@@ -13,6 +13,9 @@ agreement it waits for), registered per model class.
 
 A **follow-up** runs after the action's own effects, in the same transaction: approving a proposal
 issues its contribution agreement.
+
+A **section** is a part of an object's page another domain draws: the project page shows the
+project's allocations (``page_sections(obj)`` in templates).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from typing import Any
 
 from portal.core.errors import ValidationError
 from portal.core.models import AnySession
+
+#: A gate read outside any workflow: whether a project's awarded GPU-hours may be used (the
+#: agreements domain closes it until the contribution agreement is signed; allocations read it).
+USE_COMPUTE = "proposal.use_compute"
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,19 @@ _FOLLOW_UPS: defaultdict[str, list[FollowUp]] = defaultdict(list)
 _NOTICES: defaultdict[type, list[Notice]] = defaultdict(list)
 
 
+@dataclass(frozen=True)
+class Section:
+    """A part of a ``model`` object's page: ``template`` drawn with ``context(obj, user)``; a
+    context of None leaves the section out (nothing to show, or not the viewer's business)."""
+
+    key: str
+    template: str
+    context: Callable[[Any, Any], dict[str, Any] | None]
+
+
+_SECTIONS: defaultdict[type, dict[str, Section]] = defaultdict(dict)
+
+
 def _add(registry: defaultdict[Any, list[Any]], key: Any, fn: Any) -> None:
     # Registering the same function again (a second app in one process) replaces it.
     registry[key] = [f for f in registry[key] if f.__qualname__ != fn.__qualname__] + [fn]
@@ -76,6 +96,21 @@ def register_follow_up(key: str, follow_up: FollowUp) -> None:
 def register_notice(model: type, notice: Notice) -> None:
     """Show ``notice(obj)``'s blocker on the page of each ``model`` object."""
     _add(_NOTICES, model, notice)
+
+
+def register_section(model: type, section: Section) -> None:
+    """Draw ``section`` on the page of each ``model`` object (the same key again replaces it)."""
+    _SECTIONS[model][section.key] = section
+
+
+def sections_for(obj: Any, user: Any) -> list[tuple[Section, dict[str, Any]]]:
+    """The sections of ``obj``'s page this ``user`` sees, each with its template context."""
+    out = []
+    for section in _SECTIONS.get(type(obj), {}).values():
+        ctx = section.context(obj, user)
+        if ctx is not None:
+            out.append((section, ctx))
+    return out
 
 
 def blockers(session: AnySession, key: str, obj: Any) -> list[Blocker]:

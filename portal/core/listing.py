@@ -87,8 +87,9 @@ class ListPage:
     sort: str
 
 
-def list_page(stmt: Select[Any], spec: ListSpec) -> ListPage:
-    """Apply the request's filter (``q``, ``state``), sort and page to ``stmt``."""
+def _apply(stmt: Select[Any], spec: ListSpec) -> tuple[Select[Any], FilterForm, bool, str]:
+    """``stmt`` with the request's filter (``q``, ``state``) and sort; the form, whether it was
+    valid, and the sort chosen."""
     form = FilterForm.for_states(spec.states, data=request.args, placeholder=spec.placeholder)
     valid = form.validate()
     if valid:
@@ -103,7 +104,19 @@ def list_page(stmt: Select[Any], spec: ListSpec) -> ListPage:
         sort = next(iter(spec.sorts), "")
     if sort:
         stmt = stmt.order_by(*spec.sorts[sort])
+    return stmt, form, valid, sort
+
+
+def list_page(stmt: Select[Any], spec: ListSpec) -> ListPage:
+    """Apply the request's filter (``q``, ``state``), sort and page to ``stmt``."""
+    stmt, form, valid, sort = _apply(stmt, spec)
     return ListPage(form=form, page=paginate(stmt), valid=valid, sort=sort)
+
+
+def filtered(stmt: Select[Any], spec: ListSpec) -> Select[Any]:
+    """``stmt`` with the request's filter and sort, unpaged: what a CSV download of the list
+    holds."""
+    return _apply(stmt, spec)[0]
 
 
 def csv_response(

@@ -153,6 +153,7 @@ def init_app(app: Flask) -> None:
 
     # A global (not a context variable): macros imported without the page's context see it.
     app.jinja_env.globals["blockers_on"] = blockers_on
+    app.jinja_env.globals["sections_on"] = lambda obj: hooks.sections_for(obj, current_user)
 
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)
@@ -299,9 +300,30 @@ def _wants_json() -> bool:
     )
 
 
+def problem(status: int, detail: str, **extra: Any) -> Response:
+    """An RFC 9457 problem (``application/problem+json``): the answer of every error under
+    ``/api/``; ``extra`` members add to ``type``, ``title``, ``status`` and ``detail``."""
+    from flask import json
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    body = {
+        "type": "about:blank",
+        "title": HTTP_STATUS_CODES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    response = Response(json.dumps(body), status, mimetype="application/problem+json")
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
 def error_response(status: int, message: str) -> ResponseReturnValue:
     """The error page (or JSON body for API clients) for ``status``; it names no internals."""
     title = ERROR_TITLES.get(status, "Error")
+    if request.path.startswith("/api/"):
+        return problem(status, message)
     if _wants_json():
         return {"error": title, "message": message}, status
     return render_template("errors/error.html", status=status, title=title, message=message), status

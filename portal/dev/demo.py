@@ -5,6 +5,7 @@ Every record goes through the same services the web pages use, so demo data obey
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import click
@@ -13,18 +14,23 @@ from flask.cli import AppGroup
 from sqlalchemy import func, select
 
 from portal.agreements.models import Agreement
+from portal.allocations.models import Allocation
+from portal.allocations.services import sweep
+from portal.api.services import create_token
 from portal.auth.models import Identity, Role, RoleGrant, User
 from portal.auth.services import set_user_disabled
 from portal.core import audit
 from portal.core.database import write_intent
 from portal.core.models import AnySession, utcnow
 from portal.dev.demo_agreements import load_agreements, load_templates, sign_partnership
+from portal.dev.demo_allocations import load_allocations, load_follow_ups
 from portal.dev.demo_proposals import load_proposals
 from portal.dev.demo_reviews import load_reviews
 from portal.extensions import db
 from portal.institutions import domains as domain_proof
 from portal.institutions import services as institutions
 from portal.institutions.models import Affiliation, AffiliationSource, AffiliationState, Institution
+from portal.proposals.models import Proposal, Resource
 
 demo_cli = AppGroup("demo", help="Demo data for trying the portal.")
 
@@ -42,6 +48,8 @@ class DemoInstitution:
     path: tuple[str, ...]
     #: E-mail domains claimed but not yet proven (``domains`` are verified by staff).
     pending_domains: tuple[str, ...] = ()
+    #: The lifecycle actions taken once its projects have run (``demo_allocations``).
+    later: tuple[str, ...] = ()
 
 
 INSTITUTIONS = [
@@ -96,7 +104,8 @@ INSTITUTIONS = [
         "https://lpd.edu.ng",
         (),
     ),
-    # A real ROR record (shared/data/ror), so the suspended partner has a genuine ROR id.
+    # A real ROR record (shared/data/ror), so the suspended partner has a genuine ROR id. It was
+    # a partner long enough for a project of its own to run, whose allocation its suspension stops.
     DemoInstitution(
         "uw",
         "University Centre of the Westfjords",
@@ -105,7 +114,8 @@ INSTITUTIONS = [
         "IS",
         ("uw.is",),
         "https://www.uw.is",
-        ("start_review", "approve", "suspend"),
+        ("start_review", "approve"),
+        later=("suspend",),
     ),
     # An application withdrawn before review: no ROR id was ever given.
     DemoInstitution(
@@ -186,8 +196,20 @@ PEOPLE = [
     ),
 ]
 
+#: People in the demo data who are no demo login (the demo identity provider does not list them):
+#: the Westfjords' researcher, whose project its suspension stopped.
+OTHER_PEOPLE = [
+    DemoPerson(
+        "westfjords-prof",
+        "Katla Jonsdottir",
+        "katla@uw.is",
+        ((Role.RESEARCHER, "uw"),),
+        "faculty",
+    ),
+]
+
 #: People who signed for a partner and have since left: their accounts are disabled (with the
-#: reason), so they are no demo login.
+#: reason), so they are no demo login. Their institution is suspended after they leave.
 FORMER_PEOPLE = [
     (
         DemoPerson(
@@ -288,13 +310,15 @@ def _grant_roles(
 
 
 def load(session: AnySession) -> dict[str, int]:
-    """Create the demo institutions, people, calls, proposals, reviews and agreements; returns
-    counts. The database must be empty.
+    """Create the demo institutions, people, calls, proposals, reviews, agreements, allocations and
+    their usage; returns counts. The database must be empty.
 
     The order is the program's: institutions register; people and the agreement templates exist;
     then each institution moves along its path — its review issues the partnership agreement, which
     its signing official and the program officer sign before it is approved; then the calls and
-    proposals, whose approval issues each project's contribution agreement."""
+    proposals, whose approval issues each project's contribution agreement and allocates its
+    GPU-hours, which become usable once that agreement is signed; the clusters' usage; last, what
+    happened since: a signing official left, their institution was suspended, the sweep ran."""
     bootstrap = User(display_name="Portal setup", email=None)
     session.add(bootstrap)
     session.flush()
@@ -322,7 +346,7 @@ def load(session: AnySession) -> dict[str, int]:
     issuer = demo_issuer()
     _demo_provider(session, bootstrap, issuer, [insts[k] for k in ("north", "tum", "kyo")])
     people: dict[str, User] = {}
-    for p in PEOPLE + [former for former, _ in FORMER_PEOPLE]:
+    for p in PEOPLE + OTHER_PEOPLE + [former for former, _ in FORMER_PEOPLE]:
         people[p.sub] = _person(session, p, issuer)
         _grant_roles(session, people[p.sub], p, insts, bootstrap)
 
@@ -334,8 +358,6 @@ def load(session: AnySession) -> dict[str, int]:
             institutions.transition(
                 session, insts[d.key], action, actor=bootstrap, reason=REASONS.get(action)
             )
-    for former, why in FORMER_PEOPLE:
-        set_user_disabled(session, people[former.sub], actor=bootstrap, disabled=True, reason=why)
 
     for p in PENDING_REQUESTS:
         user = _person(session, p, issuer)
@@ -359,16 +381,40 @@ def load(session: AnySession) -> dict[str, int]:
             institutions.decide_affiliation(
                 session, request, action, actor=people["official"], reason=reason
             )
-    proposals = load_proposals(session, bootstrap, people)
+    load_proposals(session, bootstrap, people)
     load_reviews(session, bootstrap, people)
     load_agreements(session, people)
+    load_allocations(session, bootstrap, people)
+    # Then the Westfjords' signing official left, and the university was suspended (which stopped
+    # its project's allocation); the scheduled sweep expired the allocation whose period is over
+    # and sent the notices that were due.
+    for former, why in FORMER_PEOPLE:
+        set_user_disabled(session, people[former.sub], actor=bootstrap, disabled=True, reason=why)
+    for d in INSTITUTIONS:
+        for action in d.later:
+            institutions.transition(
+                session, insts[d.key], action, actor=bootstrap, reason=REASONS.get(action)
+            )
+    sweep(session)
+    load_follow_ups(session, bootstrap, people)
+    # The atlas cluster's scheduler pulls its allocations and pushes usage with a token (its
+    # secret was shown once, at creation, and is not kept: make your own on the Admin page).
+    atlas = session.scalars(select(Resource).where(Resource.cluster == "atlas")).all()
+    create_token(
+        session,
+        name="atlas Slurm (demo)",
+        resources=atlas,
+        expires_on=utcnow().date() + dt.timedelta(days=90),
+        actor=bootstrap,
+    )
     bootstrap.is_disabled = True  # the setup account never logs in
     session.flush()
     return {
         "institutions": len(insts),
         "users": session.scalar(select(func.count()).select_from(User)) or 0,
-        "proposals": proposals,
+        "proposals": session.scalar(select(func.count()).select_from(Proposal)) or 0,
         "agreements": session.scalar(select(func.count()).select_from(Agreement)) or 0,
+        "allocations": session.scalar(select(func.count()).select_from(Allocation)) or 0,
     }
 
 
@@ -391,5 +437,6 @@ def load_command() -> None:
     else:
         click.echo(
             f"Loaded {counts['institutions']} institutions, {counts['users']} users, "
-            f"{counts['proposals']} proposals and {counts['agreements']} agreements."
+            f"{counts['proposals']} proposals, {counts['agreements']} agreements and "
+            f"{counts['allocations']} allocations."
         )

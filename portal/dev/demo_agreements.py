@@ -115,7 +115,7 @@ Issued on {{ today }} under the call “{{ call }}”.
 
 {{ lab }} awards the project {{ total_hours }} GPU-hours in all: {{ hours }}. The hours can be used
 once every party has signed this agreement, until the end of the project period; hours not used by
-then return to the call's budget.
+then lapse and return to the cluster's capacity.
 
 ## 3. Open outputs
 
@@ -367,7 +367,8 @@ def load_agreements(session: AnySession, people: dict[str, User]) -> None:
     services.issue(session, partnership, services.institution_subject(savanna), actor=officer)
     # Kyoto has signed again (its first agreement is superseded); Northlake's official has, the
     # program officer's countersignature is awaited; TU Rheinfeld's official has not yet. The
-    # Westfjords, suspended, cannot sign until it is reinstated.
+    # Westfjords' official will not: he leaves, and the university is suspended (``demo.load``);
+    # it can sign again only to be reinstated.
     sign_in_turn(
         session, partnership_of(session, _institution(session, "Kyoto Institute of Open Science"))
     )

@@ -79,7 +79,8 @@ def load_reviews(session: AnySession, staff: User, people: dict[str, User]) -> N
     )
     # Reviewed and approved: active projects with their GPU-hours. Approving issues each one's
     # contribution agreement (the template exists already: demo_agreements.load_templates), which
-    # demo_agreements then takes through its signatures.
+    # demo_agreements then takes through its signatures, and allocates the hours awarded (out of
+    # the call's budget), pending until that agreement is fully signed.
     for title, reviewer, reason in [
         ("Pilot: scaling laws for open data mixtures", ines, "Ranked first by the panel."),
         ("Pilot: open evaluation of multilingual reasoning", rafael, "Ranked second by the panel."),
@@ -88,13 +89,29 @@ def load_reviews(session: AnySession, staff: User, people: dict[str, User]) -> N
         ("Open speech recognition for lecture captions", ines, "Useful and well scoped."),
     ]:
         project = proposal(title)
-        _review(session, project, reviewer, staff, points=5)
-        proposals.decide_proposal(
-            session,
-            project,
-            "approve",
-            actor=staff,
-            reason=reason,
-            awards={r.call_resource_id: r.hours * 3 // 4 for r in project.requests},
-        )
-        assert project.state == ProposalState.ACTIVE
+        approve(session, project, reviewer, staff, reason=reason)
+
+
+def approve(
+    session: AnySession,
+    project: Proposal,
+    reviewer: User,
+    staff: User,
+    *,
+    reason: str,
+    awards: dict[int, int] | None = None,
+) -> None:
+    """``reviewer`` reviews ``project`` (top marks) and program staff approve it, awarding
+    ``awards`` (GPU-hours per call resource; three quarters of each request by default). The
+    approval issues its contribution agreement and allocates its hours (pending until that
+    agreement is fully signed)."""
+    _review(session, project, reviewer, staff, points=5)
+    proposals.decide_proposal(
+        session,
+        project,
+        "approve",
+        actor=staff,
+        reason=reason,
+        awards=awards or {r.call_resource_id: r.hours * 3 // 4 for r in project.requests},
+    )
+    assert project.state == ProposalState.ACTIVE

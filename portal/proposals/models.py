@@ -39,6 +39,10 @@ class Resource(TimestampMixin, Base):
     __table_args__ = (
         CheckConstraint("capacity_hours > 0", name="capacity_positive"),
         CheckConstraint("period_months BETWEEN 1 AND 60", name="period_sane"),
+        # The backstop of the guarded UPDATE in portal/allocations/budget.py.
+        CheckConstraint(
+            "allocated_hours >= 0 AND allocated_hours <= capacity_hours", name="within_capacity"
+        ),
         UniqueConstraint("cluster", "gpu_class"),
     )
 
@@ -48,6 +52,8 @@ class Resource(TimestampMixin, Base):
     gpu_class: Mapped[str] = mapped_column(String(40))
     #: GPU-hours the pool offers per period (whole hours).
     capacity_hours: Mapped[int]
+    #: GPU-hours held by allocations that have not expired (portal/allocations/budget.py).
+    allocated_hours: Mapped[int] = mapped_column(default=0, server_default="0")
     period_months: Mapped[int] = mapped_column(default=12)
     description: Mapped[str] = mapped_column(Text, default="")
     active: Mapped[bool] = mapped_column(default=True)
@@ -132,6 +138,10 @@ class CallResource(Base):
         UniqueConstraint("call_id", "resource_id"),
         CheckConstraint("budget_hours > 0", name="budget_positive"),
         CheckConstraint("max_request_hours > 0 AND max_request_hours <= budget_hours", name="cap"),
+        # The backstop of the guarded UPDATE in portal/allocations/budget.py.
+        CheckConstraint(
+            "allocated_hours >= 0 AND allocated_hours <= budget_hours", name="within_budget"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -139,6 +149,8 @@ class CallResource(Base):
     resource_id: Mapped[int] = mapped_column(ForeignKey("resources.id", ondelete="RESTRICT"))
     budget_hours: Mapped[int]
     max_request_hours: Mapped[int]
+    #: GPU-hours of the budget allocated to projects (portal/allocations/budget.py).
+    allocated_hours: Mapped[int] = mapped_column(default=0, server_default="0")
 
     call: Mapped[Call] = relationship(back_populates="resources")
     resource: Mapped[Resource] = relationship()

@@ -15,8 +15,8 @@ from sqlalchemy.orm import selectinload
 
 from portal.auth.models import User
 from portal.core.audit import events_for
-from portal.core.forms import ActionForm, ConfirmForm, FilterForm
-from portal.core.listing import ListSpec, csv_response, list_page, matches
+from portal.core.forms import ActionForm, ConfirmForm
+from portal.core.listing import ListSpec, csv_response, filtered, list_page, matches
 from portal.core.permissions import check
 from portal.core.roles import is_logged_in
 from portal.core.web import (
@@ -340,20 +340,6 @@ def _call_proposals(call: Call) -> tuple[Select[Any], ProposalFilterForm]:
     return stmt, form
 
 
-def _filtered(stmt: Select[Any], spec: ListSpec) -> Select[Any]:
-    """``stmt`` with the request's search, state and sort, unpaged (for a CSV download)."""
-    form = FilterForm.for_states(spec.states, data=request.args)
-    if form.validate():
-        text = (form.q.data or "").strip()
-        if text and spec.search:
-            search = spec.search
-            stmt = stmt.where(search(text) if callable(search) else matches(text, *search))
-        if form.state.data and spec.state_column is not None:
-            stmt = stmt.where(spec.state_column == form.state.data)
-    sort = request.args.get("sort", "")
-    return stmt.order_by(*spec.sorts.get(sort, next(iter(spec.sorts.values()))))
-
-
 @bp.get("/calls/<int:call_id>/proposals")
 @login_required
 def call_proposals(call_id: int) -> ResponseReturnValue:
@@ -368,7 +354,7 @@ def call_proposals(call_id: int) -> ResponseReturnValue:
         .selectinload(CallResource.resource),
     )
     if request.args.get("format") == "csv":
-        rows = db.session.scalars(_filtered(stmt, CALL_PROPOSALS).options(*options)).all()
+        rows = db.session.scalars(filtered(stmt, CALL_PROPOSALS).options(*options)).all()
         return csv_response(
             f"call-{call.id}-proposals.csv",
             [

@@ -363,6 +363,8 @@ def ranking(session: AnySession, call: Call, proposals: Sequence[Proposal]) -> l
         select(Review, Assignment)
         .join(Assignment, Assignment.id == Review.assignment_id)
         .where(Assignment.proposal_id.in_(ids), Review.state == ReviewState.SUBMITTED)
+        # Reviewers in the order they were assigned (without it, PostgreSQL's order varies).
+        .order_by(Assignment.id, Review.id)
     ).all()
     reviewers = (
         {

@@ -1,6 +1,7 @@
 """The demo data ``make run`` loads: made through the real services, it shows every state of the
-institution and agreement workflows, keeps every rule the gates keep, gives each demo signer
-something to sign, is the same each time, and loads only once."""
+institution, agreement and allocation workflows, keeps every rule the gates and budgets keep, gives
+each demo signer something to sign and the demo PI an allocation in use, is the same each time, and
+loads only once."""
 
 from __future__ import annotations
 
@@ -28,14 +29,31 @@ from portal.agreements.models import (
     VersionState,
 )
 from portal.agreements.permissions import signable_signatures, signers_of
+from portal.allocations import services as allocations
+from portal.allocations.models import (
+    HOLDING,
+    SECONDS_PER_HOUR,
+    Allocation,
+    AllocationReviewer,
+    AllocationState,
+    FollowUpKind,
+    FollowUpRequest,
+    FollowUpState,
+    UsageRecord,
+)
+from portal.allocations.permissions import visible_allocations
+from portal.allocations.workflow import usable_blocker
+from portal.api.models import ApiToken
 from portal.auth.models import Identity, Role, User
 from portal.core.hooks import blockers
 from portal.core.models import utcnow
 from portal.dev.demo import FORMER_PEOPLE, PEOPLE, load, load_if_empty
 from portal.dev.demo_agreements import DEMO_IP
+from portal.dev.demo_allocations import PROJECTS
 from portal.extensions import db as flask_db
 from portal.institutions.models import Institution, InstitutionState
-from portal.proposals.models import Proposal, ProposalState
+from portal.notifications.models import OutboxMessage, SentReminder
+from portal.proposals.models import CallResource, Proposal, ProposalState, Resource
 
 
 @pytest.fixture
@@ -71,14 +89,14 @@ def test_the_demo_is_the_same_each_time(demo: Session) -> None:
     """Deterministic: the same agreements, in the same states, on every load."""
     assert _states(demo, Agreement.state) == {
         AgreementState.AWAITING: 7,
-        AgreementState.ACTIVE: 6,
+        AgreementState.ACTIVE: 11,
         AgreementState.DECLINED: 1,
         AgreementState.WITHDRAWN: 1,
         AgreementState.SUPERSEDED: 1,
     }
     assert _states(demo, Agreement.kind) == {
         AgreementKind.PARTNERSHIP: 10,
-        AgreementKind.CONTRIBUTION: 6,
+        AgreementKind.CONTRIBUTION: 11,
     }
     assert _states(demo, TemplateVersion.state) == {
         VersionState.PUBLISHED: 3,
@@ -183,7 +201,7 @@ def test_every_active_project_has_its_contribution_agreement(demo: Session) -> N
             (turn,) = agreement.next_signatures
             waiting[turn.role] += 1
             assert blockers(demo, "proposal.use_compute", project)
-    assert len(usable) == 2
+    assert len(usable) == 7
     assert set(waiting) == {PartyRole.PI, PartyRole.SIGNING_OFFICIAL, PartyRole.PROGRAM}
     declined = demo.scalars(select(Agreement).where(Agreement.state == AgreementState.DECLINED))
     assert all(a.reason for a in declined)
@@ -230,6 +248,190 @@ def test_loading_twice_loads_once(app: Flask, db: Session, attachments_in_tmp: N
     with app.app_context():
         first = load_if_empty()
         again = load_if_empty()
-        assert first is not None and first["agreements"] == 16
+        assert first is not None and first["agreements"] == 21 and first["allocations"] == 10
         assert again is None
-        assert flask_db.session.scalar(select(func.count()).select_from(Agreement)) == 16
+        assert flask_db.session.scalar(select(func.count()).select_from(Agreement)) == 21
+        assert flask_db.session.scalar(select(func.count()).select_from(Allocation)) == 10
+
+
+# --- allocations ---------------------------------------------------------------------------------
+
+
+def _hours(db: Session, *where: Any) -> int:
+    return db.scalar(select(func.coalesce(func.sum(Allocation.hours), 0)).where(*where)) or 0
+
+
+def _allocation(db: Session, title: str) -> Allocation:
+    return db.scalars(select(Allocation).join(Proposal).where(Proposal.title == title)).one()
+
+
+def test_the_demo_shows_every_state_of_allocations(demo: Session) -> None:
+    """Pending (three agreements waiting on three parties), active (two in use, two not started),
+    used up, expired by the sweep, suspended with its institution — the same each time."""
+    assert _states(demo, Allocation.state) == {
+        AllocationState.PENDING: 3,
+        AllocationState.ACTIVE: 4,
+        AllocationState.EXHAUSTED: 1,
+        AllocationState.EXPIRED: 1,
+        AllocationState.SUSPENDED: 1,
+    }
+    assert set(_states(demo, Allocation.state)) == set(AllocationState)
+
+
+def test_budget_counters_equal_the_allocations_they_hold(demo: Session) -> None:
+    """A resource's counter is the hours of its allocations that hold capacity (``HOLDING``: an
+    expired one gave its hours back); a call's counter on a resource is the hours its allocations
+    hold, plus those of its expired ones (expiry returns hours to the resource's capacity, not to
+    the call's budget: ``budget.give_back(to_call=False)``). Every counter within its limit."""
+    resources = demo.scalars(select(Resource)).all()
+    assert len(resources) == 3
+    for resource in resources:
+        held = _hours(demo, Allocation.resource_id == resource.id, Allocation.state.in_(HOLDING))
+        assert resource.allocated_hours == held, resource.name
+        assert 0 <= resource.allocated_hours <= resource.capacity_hours
+    assert sum(r.allocated_hours for r in resources) > 0
+    for cr in demo.scalars(select(CallResource)):
+        mine = Allocation.call_resource_id == cr.id
+        held = _hours(demo, mine, Allocation.state.in_(HOLDING))
+        expired = _hours(demo, mine, Allocation.state == AllocationState.EXPIRED)
+        assert cr.allocated_hours == held + expired, (cr.call.title, cr.resource.name)
+        assert 0 <= cr.allocated_hours <= cr.budget_hours
+    (gone,) = demo.scalars(select(Allocation).where(Allocation.state == AllocationState.EXPIRED))
+    assert gone.hours and gone.ends_on < utcnow().date()
+
+
+def test_pending_allocations_say_which_agreement_they_wait_on(demo: Session) -> None:
+    waiting_on = set()
+    for allocation in demo.scalars(
+        select(Allocation).where(Allocation.state == AllocationState.PENDING)
+    ):
+        agreement = agreements.standing(
+            demo, AgreementKind.CONTRIBUTION, SubjectType.PROJECT, allocation.proposal_id
+        )
+        assert agreement is not None and agreement.state == AgreementState.AWAITING
+        blocker = usable_blocker(allocation)
+        assert blocker is not None and f"“{agreement.title}”" in blocker.message
+        (turn,) = agreement.next_signatures
+        waiting_on.add(turn.role)
+    assert waiting_on == {PartyRole.PI, PartyRole.SIGNING_OFFICIAL, PartyRole.PROGRAM}
+
+
+def test_usage_from_the_clusters_adds_up_over_months(demo: Session) -> None:
+    """Each allocation's usage is the sum of its jobs, run within its period and before today;
+    the ones in use ran for months; one nears 80 %, one is used up, and they are the same each
+    time (their share of the hours is the project's)."""
+    now = utcnow()
+    used = {p.title: p.used for p in PROJECTS}
+    for allocation in demo.scalars(select(Allocation)):
+        records = demo.scalars(
+            select(UsageRecord).where(UsageRecord.allocation_id == allocation.id)
+        ).all()
+        assert sum(r.gpu_seconds for r in records) == allocation.used_gpu_seconds
+        expected = used.get(allocation.proposal.title, 0.0)
+        assert (
+            allocation.used_gpu_seconds
+            == round(expected * allocation.hours * SECONDS_PER_HOUR / 8) * 8
+        ), allocation.proposal.title
+        months = set()
+        for r in records:
+            assert r.started_at is not None and r.ended_at is not None
+            assert allocation.starts_on <= r.started_at.date() <= r.ended_at.date()
+            assert r.ended_at.date() <= allocation.ends_on and r.ended_at < now
+            assert r.job_id.startswith("demo-") and r.account == allocation.account
+            months.add((r.started_at.year, r.started_at.month))
+        if records and allocation.state != AllocationState.EXHAUSTED:
+            assert len(months) >= 4, allocation.proposal.title
+    (used_up,) = demo.scalars(
+        select(Allocation).where(Allocation.state == AllocationState.EXHAUSTED)
+    )
+    assert used_up.used_gpu_seconds == used_up.hours * SECONDS_PER_HOUR
+    assert any(
+        0.75 <= a.used_fraction < 0.85
+        for a in demo.scalars(select(Allocation).where(Allocation.state == AllocationState.ACTIVE))
+    )
+
+
+def test_the_suspended_allocation_stopped_with_the_westfjords(demo: Session) -> None:
+    (stopped,) = demo.scalars(
+        select(Allocation).where(Allocation.state == AllocationState.SUSPENDED)
+    )
+    assert stopped.institution.name == "University Centre of the Westfjords"
+    assert stopped.institution.state == InstitutionState.SUSPENDED
+    assert stopped.used_gpu_seconds > 0
+    blocker = usable_blocker(stopped)
+    assert blocker is not None and "University Centre of the Westfjords" in blocker.message
+
+
+def test_the_sweep_ran_and_has_nothing_left_to_do(demo: Session) -> None:
+    """The demo ran the sweep: it expired the allocation past its end and sent the notices due
+    (80 % used, used up, ending within 30 days), each once; running it again does nothing."""
+    sent = {(r.rule, r.object_id) for r in demo.scalars(select(SentReminder))}
+    assert sent >= {
+        ("allocations.used_80", _allocation(demo, PROJECTS[0].title).id),
+        ("allocations.used_100", _allocation(demo, PROJECTS[3].title).id),
+    }
+    # Kenji's "ends within 30 days" went out; his extension (approved afterwards) moved the end
+    # three months on, and cleared the notice so that it goes out again before the new end.
+    dialects = _allocation(demo, PROJECTS[2].title)
+    ending = demo.scalars(
+        select(OutboxMessage).where(OutboxMessage.template == "allocations/notice")
+    )
+    assert any(
+        m.context["what"] == "ends_30" and m.context["project"] == PROJECTS[2].title for m in ending
+    )
+    assert ("allocations.ends_30", dialects.id) not in sent
+    assert set(allocations.sweep(demo).values()) == {0}
+
+
+#: The allocations each demo login sees (by state): their projects', their institution's as its
+#: signing official, all of them as program staff.
+SEES = {
+    "professor": {"active": 2, "pending": 1, "expired": 1},
+    "student": {"active": 1, "pending": 1},
+    "official": {"active": 2, "pending": 2, "expired": 1},
+    "kyoto-prof": {"active": 2, "pending": 1},
+    "kyoto-official": {"active": 2, "pending": 1},
+    "reviewer": {"exhausted": 1},
+    "tum-official": {"exhausted": 1},
+    "officer": {"active": 4, "pending": 3, "exhausted": 1, "expired": 1, "suspended": 1},
+    "admin": {"active": 4, "pending": 3, "exhausted": 1, "expired": 1, "suspended": 1},
+}
+
+
+def test_which_demo_login_sees_which_allocations(demo: Session) -> None:
+    for p in PEOPLE:
+        mine = demo.scalars(visible_allocations(_person(demo, p.sub))).all()
+        assert Counter(a.state.value for a in mine) == SEES.get(p.sub, {}), p.sub
+
+
+def test_the_demo_pi_has_an_allocation_in_use(demo: Session) -> None:
+    """Ada's instruction-data project: active, 81 % used over eight months, its team told."""
+    ada = _person(demo, "professor")
+    in_use = [
+        a
+        for a in demo.scalars(visible_allocations(ada))
+        if a.state == AllocationState.ACTIVE and a.used_gpu_seconds
+    ]
+    assert [a.proposal.title for a in in_use] == [PROJECTS[0].title]
+    (allocation,) = in_use
+    assert allocation.proposal.pi is not None and allocation.proposal.pi.id == ada.id
+    assert usable_blocker(allocation) is None
+    assert allocation.starts_on < utcnow().date() < allocation.ends_on
+
+
+def test_the_demo_shows_follow_up_requests_in_every_state_and_a_reviewer(demo: Session) -> None:
+    """Every state and kind of follow-up request, and Ines deciding on the H100 pool."""
+    requests = demo.scalars(select(FollowUpRequest)).all()
+    assert {r.state for r in requests} == set(FollowUpState)
+    assert {r.kind for r in requests} >= {
+        FollowUpKind.SUPPLEMENT,
+        FollowUpKind.EXTENSION,
+        FollowUpKind.RETURN,
+    }
+    (reviewer,) = demo.scalars(select(AllocationReviewer)).all()
+    assert reviewer.user.display_name == "Ines Reviewer" and reviewer.ceiling_hours == 20_000
+
+
+def test_the_demo_has_an_operator_token_for_the_atlas_cluster(demo: Session) -> None:
+    (token,) = demo.scalars(select(ApiToken)).all()
+    assert {r.cluster for r in token.resources} == {"atlas"} and token.revoked_at is None

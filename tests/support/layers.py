@@ -67,8 +67,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("emails", ("emails",)),
     # What the rules read and the workflow checks with: a proposal's checklist, an agreement's text.
     ("rules", ("permissions", "forms", "checklist", "text")),
-    # Facts the permission rules read (conflicts of interest).
-    ("facts", ("conflicts",)),
+    # Facts the permission rules read (conflicts of interest), and the guarded budget counters the
+    # allocation workflow moves.
+    ("facts", ("conflicts", "budget")),
     # Registries every layer reads (the kinds of e-mail).
     ("registry", ("kinds",)),
     ("models", ("models",)),

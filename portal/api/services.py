@@ -1,0 +1,252 @@
+"""API tokens (made by administrators, shown once, kept as a hash, expiring, revocable) and what
+the operator API does with them: the allocations a scheduler enforces, and the jobs it pushes,
+charged through the same service as the file import (``portal.allocations.usage``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.orm import contains_eager, selectinload
+
+from portal.allocations.models import Allocation, AllocationState, UsageRecord
+from portal.allocations.usage import ImportReport, Job, record_usage
+from portal.api.models import MAX_DAYS, ApiToken, TokenScope
+from portal.api.permissions import can_manage_tokens, token_covers
+from portal.core import audit
+from portal.core.errors import InvalidTransitionError, PermissionDeniedError, ValidationError
+from portal.core.models import AnySession, utcnow
+from portal.core.permissions import check
+from portal.proposals.models import Resource
+
+#: Every token starts with this, so that secret scanners and people recognise one.
+TOKEN_PREFIX = "atom_"  # noqa: S105 - a public marker, not a secret
+#: Characters of a token kept (and shown) to tell tokens apart: the prefix and 7 random ones.
+VISIBLE = len(TOKEN_PREFIX) + 7
+#: A token's last-used time is written at most this often (not on every request).
+TOUCH_EVERY = dt.timedelta(minutes=1)
+
+
+def digest(token: str) -> str:
+    """The SHA-256 (hex) of a token: what the portal keeps and looks tokens up by."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(
+    session: AnySession,
+    *,
+    name: str,
+    resources: Sequence[Resource],
+    expires_on: dt.date,
+    actor: Any,
+) -> tuple[ApiToken, str]:
+    """Make a resource operator's token for ``resources``, valid until the end of ``expires_on``
+    (UTC, at most ``MAX_DAYS`` ahead). Returns the token and its secret, which is never stored
+    and so can be shown only now."""
+    check(can_manage_tokens, actor)
+    today = utcnow().date()
+    if not today <= expires_on <= today + dt.timedelta(days=MAX_DAYS):
+        raise ValidationError(f"A token expires between today and {MAX_DAYS} days from now.")
+    if not resources:
+        raise ValidationError("A token acts on at least one resource.")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        name=name.strip(),
+        scope=TokenScope.RESOURCE_OPERATOR,
+        prefix=secret[:VISIBLE],
+        token_sha256=digest(secret),
+        expires_at=dt.datetime.combine(expires_on + dt.timedelta(days=1), dt.time(), dt.UTC),
+        created_by_id=actor.id,
+        resources=list(resources),
+    )
+    session.add(token)
+    session.flush()
+    audit.record(
+        session,
+        "api_token.create",
+        actor=actor,
+        obj=token,
+        name=token.name,
+        prefix=token.prefix,
+        scope=token.scope.value,
+        resources=[r.id for r in resources],
+        expires_at=token.expires_at.isoformat(),
+    )
+    return token, secret
+
+
+def revoke_token(session: AnySession, token: ApiToken, *, actor: Any) -> ApiToken:
+    """Revoke a token at once; a revoked token stays revoked (a compare-and-set, so two admins
+    revoking together leave one revocation)."""
+    check(can_manage_tokens, actor)
+    now = utcnow()
+    result = session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_by_id=actor.id)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        raise InvalidTransitionError("This token is revoked already.")
+    session.refresh(token)
+    audit.record(session, "api_token.revoke", actor=actor, obj=token, prefix=token.prefix)
+    return token
+
+
+def tokens() -> Select[ApiToken]:
+    """Every token, newest first, with its resources and its maker."""
+    return (
+        select(ApiToken)
+        .options(selectinload(ApiToken.resources), selectinload(ApiToken.created_by))
+        .order_by(ApiToken.id.desc())
+    )
+
+
+# --- authentication -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who is calling the API: a valid token, as plain values (they outlive the session)."""
+
+    token_id: int
+    name: str
+    scope: TokenScope
+    resource_ids: frozenset[int]
+
+
+class AuthenticationError(Exception):
+    """No valid token: the message says why (safe to show: the caller holds the token)."""
+
+
+def authenticate(session: AnySession, presented: str) -> Operator:
+    """The operator a presented token stands for; AuthenticationError when it is unknown,
+    expired or revoked."""
+    if not presented.startswith(TOKEN_PREFIX) or len(presented) > 200:
+        raise AuthenticationError("The token is not one the portal issues.")
+    token = session.scalar(
+        select(ApiToken)
+        .where(ApiToken.token_sha256 == digest(presented))
+        .options(selectinload(ApiToken.resources))
+    )
+    if token is None:
+        raise AuthenticationError("The token is not known.")
+    if token.revoked_at is not None:
+        raise AuthenticationError("The token has been revoked.")
+    if token.is_expired:
+        raise AuthenticationError("The token has expired.")
+    return Operator(
+        token.id, token.name, token.scope, frozenset(r.id for r in token.resources if r.active)
+    )
+
+
+def touch(session: AnySession, operator: Operator) -> None:
+    """Record that the token was used now (at most once per ``TOUCH_EVERY``)."""
+    now = utcnow()
+    session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == operator.token_id,
+            (ApiToken.last_used_at.is_(None)) | (ApiToken.last_used_at < now - TOUCH_EVERY),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# --- what operators read and push ---------------------------------------------------------------
+
+#: The most allocations one page of the list holds, and how many by default.
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
+
+
+def operator_allocations(
+    session: AnySession,
+    operator: Operator,
+    *,
+    resource_id: int | None = None,
+    state: AllocationState | None = None,
+    after: int = 0,
+    limit: int = DEFAULT_LIMIT,
+) -> tuple[list[Allocation], bool]:
+    """The allocations on the operator's resources (one of them, when ``resource_id`` is given:
+    refused unless the token covers it), in id order after the id ``after``, at most ``limit``
+    (and ``MAX_LIMIT``) of them, and whether more follow; one query."""
+    if resource_id is not None and not token_covers(operator.resource_ids, resource_id):
+        raise PermissionDeniedError("This token does not cover that resource.")
+    ids = [resource_id] if resource_id is not None else sorted(operator.resource_ids)
+    query = (
+        select(Allocation)
+        .join(Allocation.proposal)
+        .options(contains_eager(Allocation.proposal))
+        .where(Allocation.resource_id.in_(ids), Allocation.id > after)
+        .order_by(Allocation.id)
+    )
+    if state is not None:
+        query = query.where(Allocation.state == state)
+    limit = max(1, min(limit, MAX_LIMIT))
+    rows = list(session.scalars(query.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+#: Why a pushed job was not charged.
+NOT_COVERED = "no allocation on this token's resources has this cluster and account"
+OTHER_RESOURCE = "this job is recorded against an allocation this token does not cover"
+
+
+@dataclass
+class PushReport:
+    """What a push did: the jobs refused (by their place in the request) and the import's report
+    of the others."""
+
+    report: ImportReport
+    refused: list[tuple[int, Job, str]] = field(default_factory=list)
+
+
+def push_usage(session: AnySession, operator: Operator, jobs: Sequence[Job]) -> PushReport:
+    """Charge the jobs an operator's scheduler reports, through ``record_usage`` (idempotent by
+    cluster and job id, as the file import). Only jobs whose (cluster, account) is an allocation
+    on the token's resources are charged; the others are refused one by one, never charged (and
+    a job already recorded against an allocation the token does not cover is refused too, so a
+    token cannot move another resource's jobs)."""
+    pairs = {(j.cluster, j.account) for j in jobs}
+    covered: set[tuple[str, str]] = set()
+    if pairs and operator.resource_ids:
+        rows = session.execute(
+            select(Allocation.cluster, Allocation.account).where(
+                Allocation.resource_id.in_(operator.resource_ids),
+                Allocation.cluster.in_({c for c, _ in pairs}),
+                Allocation.account.in_({a for _, a in pairs}),
+            )
+        )
+        covered = {(row.cluster, row.account) for row in rows} & pairs
+    keys = {(j.cluster, j.job_id) for j in jobs if (j.cluster, j.account) in covered}
+    foreign: set[tuple[str, str]] = set()
+    if keys:
+        rows = session.execute(
+            select(UsageRecord.cluster, UsageRecord.job_id)
+            .join(Allocation, Allocation.id == UsageRecord.allocation_id)
+            .where(
+                UsageRecord.cluster.in_({c for c, _ in keys}),
+                UsageRecord.job_id.in_({j for _, j in keys}),
+                Allocation.resource_id.not_in(operator.resource_ids),
+            )
+        )
+        foreign = {(row.cluster, row.job_id) for row in rows} & keys
+    accepted: list[Job] = []
+    out = PushReport(ImportReport(sources=[f"api:token:{operator.token_id}"]))
+    for i, job in enumerate(jobs):
+        if (job.cluster, job.account) not in covered:
+            out.refused.append((i, job, NOT_COVERED))
+        elif (job.cluster, job.job_id) in foreign:
+            out.refused.append((i, job, OTHER_RESOURCE))
+        else:
+            accepted.append(job)
+    record_usage(session, accepted, actor=None, report=out.report)
+    return out
