@@ -139,7 +139,10 @@ def _in_turn(step: Step[Signature, G]) -> None:
     agreement = signature.agreement
     if agreement.state != A.AWAITING:
         raise ConflictError(
-            f"This agreement is {agreement.state.label.lower()}: it takes no more signatures."
+            # Worded like the runner's own refusals: whoever signed or decided in between is
+            # told their page was out of date, in the same words everywhere.
+            f"Signing is not possible while the agreement is {agreement.state.label.lower()}: "
+            "it takes no more signatures."
         )
     waiting = [
         s for s in agreement.signatures if s.position < signature.position and s.state != G.SIGNED

@@ -14,12 +14,22 @@ from portal.core.models import AnySession
 from portal.proposals.models import CallResource, Resource
 
 
-def _left(session: AnySession, model: type[CallResource] | type[Resource], id_: int) -> int:
-    """What is left of the budget (a call's) or the capacity (a resource's) now."""
+def _guarded_add(
+    session: AnySession, model: type[CallResource] | type[Resource], id_: int, hours: int
+) -> int | None:
+    """``allocated_hours += hours`` on one row if it stays within its limit: None when it did,
+    else the hours left there (nothing changed)."""
     limit = CallResource.budget_hours if model is CallResource else Resource.capacity_hours
-    return int(
-        session.execute(select(limit - model.allocated_hours).where(model.id == id_)).scalar_one()
+    took = session.execute(
+        update(model)
+        .where(model.id == id_, model.allocated_hours + hours <= limit)
+        .values(allocated_hours=model.allocated_hours + hours)
+        .execution_options(synchronize_session=False)
     )
+    if getattr(took, "rowcount", 0) == 1:
+        return None
+    left = session.execute(select(limit - model.allocated_hours).where(model.id == id_))
+    return int(left.scalar_one())
 
 
 def take(session: AnySession, call_resource: CallResource, hours: int) -> None:
@@ -27,34 +37,17 @@ def take(session: AnySession, call_resource: CallResource, hours: int) -> None:
     raise ConflictError (nothing taken; the caller's transaction is rolled back)."""
     if hours <= 0:
         raise ValueError("hours must be positive")
-    took = session.execute(
-        update(CallResource)
-        .where(
-            CallResource.id == call_resource.id,
-            CallResource.allocated_hours + hours <= CallResource.budget_hours,
-        )
-        .values(allocated_hours=CallResource.allocated_hours + hours)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(took, "rowcount", 0) != 1:
-        left = _left(session, CallResource, call_resource.id)
+    name = call_resource.resource.name
+    left = _guarded_add(session, CallResource, call_resource.id, hours)
+    if left is not None:
         raise ConflictError(
-            f"The call's budget on {call_resource.resource.name} has {left:,} GPU-hours left; "
+            f"The call's budget on {name} has {left:,} GPU-hours left; "
             f"{hours:,} do not fit. Nothing was allocated."
         )
-    took = session.execute(
-        update(Resource)
-        .where(
-            Resource.id == call_resource.resource_id,
-            Resource.allocated_hours + hours <= Resource.capacity_hours,
-        )
-        .values(allocated_hours=Resource.allocated_hours + hours)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(took, "rowcount", 0) != 1:
-        left = _left(session, Resource, call_resource.resource_id)
+    left = _guarded_add(session, Resource, call_resource.resource_id, hours)
+    if left is not None:
         raise ConflictError(
-            f"{call_resource.resource.name} has {left:,} GPU-hours of capacity left; "
+            f"{name} has {left:,} GPU-hours of capacity left; "
             f"{hours:,} do not fit. Nothing was allocated."
         )
     session.expire(call_resource, ["allocated_hours"])

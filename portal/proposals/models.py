@@ -361,8 +361,8 @@ class ResourceRequest(Base):
 
 
 class Award(Base):
-    """GPU-hours awarded to an approved proposal on one resource (at most what it asked for); the
-    compute issue turns awards into allocations."""
+    """GPU-hours awarded to an approved proposal on one resource (at most what it asked for);
+    approving the proposal turns each award into an allocation (portal/allocations)."""
 
     __tablename__ = "awards"
     __table_args__ = (
