@@ -20,8 +20,9 @@ from flask import Flask
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"  # noqa: S105
 MIN_SECRET_KEY_LENGTH = 32
 #: Estimated entropy a production key must carry: 32 random hex digits (128 bits) estimate at
-#: ~115, ``secrets.token_urlsafe(48)`` at ~320; ``changeme`` four times at 22.
-MIN_SECRET_KEY_BITS = 96
+#: ~115 (the lowest of 300,000 draws: 92 — so the bar stays well below), ``secrets.token_urlsafe(48)``
+#: at ~320; ``changeme`` four times at 22.
+MIN_SECRET_KEY_BITS = 80
 
 DEFAULTS: dict[str, Any] = {
     # "development" (make run), "testing" (pytest) or "production".

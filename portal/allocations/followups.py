@@ -40,10 +40,11 @@ from portal.allocations.models import (
     FollowUpRequest,
     FollowUpState,
 )
-from portal.allocations.services import activate_if_usable, add_months
+from portal.allocations.services import activate_if_usable
 from portal.allocations.workflow import ALLOCATION_WORKFLOW, usable_blocker
 from portal.auth.models import Role, User
 from portal.core import audit
+from portal.core.dates import add_months
 from portal.core.errors import ConflictError, ValidationError
 from portal.core.models import AnySession, utcnow
 from portal.core.permissions import check

@@ -4,7 +4,6 @@ sweep and imports: nobody); services flush, the caller commits."""
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import re
 from collections.abc import Callable, Sequence
@@ -21,18 +20,12 @@ from portal.allocations.models import (
 )
 from portal.allocations.workflow import ALLOCATION_WORKFLOW, usable_blocker
 from portal.core import audit
+from portal.core.dates import add_months
 from portal.core.models import AnySession, utcnow
 from portal.notifications.models import SentReminder
 from portal.proposals.models import Proposal, ProposalState
 
 S = AllocationState
-
-
-def add_months(day: dt.date, months: int) -> dt.date:
-    """``day`` plus ``months`` calendar months (the 31st becomes the month's last day)."""
-    month = day.month - 1 + months
-    year, month = day.year + month // 12, month % 12 + 1
-    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 def account_name(proposal: Proposal, gpu_class: str) -> str:

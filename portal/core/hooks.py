@@ -79,8 +79,10 @@ _SECTIONS: defaultdict[type, dict[str, Section]] = defaultdict(dict)
 
 
 def _add(registry: defaultdict[Any, list[Any]], key: Any, fn: Any) -> None:
-    # Registering the same function again (a second app in one process) replaces it.
-    registry[key] = [f for f in registry[key] if f.__qualname__ != fn.__qualname__] + [fn]
+    # Registering the same function again (a second app in one process) replaces it; two domains'
+    # functions of the same name (``services.on_proposal_approved``) are both kept.
+    name = (fn.__module__, fn.__qualname__)
+    registry[key] = [f for f in registry[key] if (f.__module__, f.__qualname__) != name] + [fn]
 
 
 def register_gate(key: str, gate: Gate) -> None:

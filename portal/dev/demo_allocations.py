@@ -33,9 +33,9 @@ from portal.agreements import services as agreements
 from portal.agreements.models import AgreementKind, SubjectType
 from portal.allocations import followups
 from portal.allocations.models import SECONDS_PER_HOUR, Allocation, AllocationState, FollowUpKind
-from portal.allocations.services import add_months
 from portal.allocations.usage import Job, record_usage
 from portal.auth.models import User
+from portal.core.dates import add_months
 from portal.core.models import AnySession, utcnow
 from portal.dev.demo_agreements import sign_in_turn
 from portal.dev.demo_proposals import PLAN, RUBRIC, demo_pdf

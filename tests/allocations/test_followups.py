@@ -42,9 +42,10 @@ from portal.allocations.permissions import (
     requests_to_decide,
     visible_follow_ups,
 )
-from portal.allocations.services import add_months, charge
+from portal.allocations.services import charge
 from portal.auth.models import Role, User
 from portal.core.audit import AuditEvent
+from portal.core.dates import add_months
 from portal.core.errors import (
     ConflictError,
     PermissionDeniedError,
