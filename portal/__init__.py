@@ -66,6 +66,7 @@ DOMAINS = (
     "portal.reviews",
     "portal.agreements",
     "portal.allocations",
+    "portal.datasets",
     "portal.api",
     "portal.dev",
 )
@@ -78,6 +79,7 @@ def _import_models() -> None:
     import portal.api.models
     import portal.auth.models
     import portal.core.audit
+    import portal.datasets.models
     import portal.institutions.models
     import portal.notifications.models
     import portal.proposals.models

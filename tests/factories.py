@@ -24,6 +24,15 @@ from portal.agreements.text import fill, institution_fields, project_fields, sha
 from portal.allocations.models import Allocation
 from portal.auth.models import Identity, Role, RoleGrant, User
 from portal.core.models import AnySession, utcnow
+from portal.datasets.models import (
+    AccessRequest,
+    AccessTier,
+    Dataset,
+    DatasetState,
+    DatasetSteward,
+    Grant,
+    RequestState,
+)
 from portal.institutions.models import (
     Affiliation,
     AffiliationSource,
@@ -586,3 +595,117 @@ def make_project_allocation(
         awards={request.call_resource_id: hours},
     )
     return session.scalars(select(Allocation).where(Allocation.proposal_id == proposal.id)).one()
+
+
+# --- Datasets -----------------------------------------------------------------------------------
+
+
+def make_dataset(
+    session: AnySession,
+    *,
+    tier: AccessTier = AccessTier.CONTROLLED,
+    state: DatasetState = DatasetState.PUBLISHED,
+    stewards: Iterable[User] | None = None,
+    institution_signs: bool = False,
+    **kw: Any,
+) -> Dataset:
+    """A catalog entry of ``tier`` in ``state`` (listed by default); a controlled one has a
+    published data-use agreement template and ``stewards`` (one new data steward if not given)."""
+    n = next(_seq)
+    template = None
+    if tier == AccessTier.CONTROLLED:
+        template = kw.pop("dua_template", None) or make_agreement_template(
+            session, kind=AgreementKind.DATA_USE
+        )
+    dataset = Dataset(
+        slug=kw.pop("slug", f"dataset-{n}"),
+        name=kw.pop("name", f"Dataset {n}"),
+        summary=kw.pop("summary", "A corpus for tests."),
+        licence=kw.pop("licence", "CC-BY-4.0"),
+        tier=tier,
+        state=state,
+        dua_template_id=template.id if template else None,
+        institution_signs=institution_signs,
+        location=kw.pop("location", f"s3://atom-datasets/dataset-{n}/"),
+        **kw,
+    )
+    session.add(dataset)
+    session.flush()
+    if stewards is None:
+        stewards = [make_user(session, Role.DATA_STEWARD)] if tier == AccessTier.CONTROLLED else []
+    for steward in stewards:
+        session.add(DatasetSteward(dataset_id=dataset.id, user_id=steward.id))
+    session.flush()
+    session.expire(dataset, ["stewards"])
+    return dataset
+
+
+def make_access_request(
+    session: AnySession,
+    *,
+    dataset: Dataset | None = None,
+    user: User | None = None,
+    state: RequestState = RequestState.SUBMITTED,
+) -> AccessRequest:
+    """A request by ``user`` (a researcher at a new partner if not given) for ``dataset`` (a new
+    controlled one if not given), in ``state`` with what that state implies (an approved one has
+    an end date and its decider; no grant is made: use ``make_grant`` for that)."""
+    dataset = dataset or make_dataset(session)
+    user = user or make_user(session, Role.RESEARCHER)
+    (institution_id,) = user.institution_ids_for(Role.RESEARCHER) or {make_institution(session).id}
+    decided = state in (RequestState.APPROVED, RequestState.DECLINED)
+    request = AccessRequest(
+        dataset_id=dataset.id,
+        user_id=user.id,
+        institution_id=institution_id,
+        intended_use="Fine-tuning an open model on it and publishing the evaluation.",
+        state=state,
+        decided_at=utcnow() if decided else None,
+        decision_note="Because." if state != RequestState.SUBMITTED else None,
+        ends_on=utcnow().date() + dt.timedelta(days=180)
+        if state == RequestState.APPROVED
+        else None,
+    )
+    session.add(request)
+    session.flush()
+    return request
+
+
+def make_grant(
+    session: AnySession,
+    *,
+    dataset: Dataset | None = None,
+    user: User | None = None,
+    signed: bool = True,
+    days: int = 180,
+) -> Grant:
+    """Access made the real way: a request approved by a steward of ``dataset`` (a new controlled
+    one if not given) for ``days``; ``signed``: the researcher then signs the data-use agreement,
+    so the grant is active (else it is pending). Needs an app context (mail links)."""
+    from portal.agreements.services import sign
+    from portal.datasets import services
+
+    dataset = dataset or make_dataset(session)
+    request = make_access_request(session, dataset=dataset, user=user)
+    steward = dataset.stewards[0].user
+    services.approve(
+        session, request, actor=steward, ends_on=utcnow().date() + dt.timedelta(days=days)
+    )
+    grant = request.grant
+    assert grant is not None
+    if signed:
+        agreement = grant.agreement
+        assert agreement is not None
+        for slot in agreement.signatures:
+            signer = slot.user or _signer_for(session, slot.role, grant.institution)
+            sign(
+                session,
+                slot,
+                actor=signer,
+                typed_name=signer.display_name,
+                confirmed=True,
+                shown_sha256=agreement.text_sha256,
+                ip="192.0.2.1",
+                user_agent="pytest",
+            )
+    return grant

@@ -28,7 +28,8 @@ FIELDS = [
     "page", "per_page", "q", "state", "sort", "next", "code", "iss", "error", "action", "reason",
     "decision", "note", "institution_id", "title", "name", "short_name", "country", "ror_id",
     "website", "email_domains", "slug", "kind", "issuer", "client_id", "discovery_url", "scopes",
-    "algorithms", "enabled", "served_text", "List-Unsubscribe", "format",
+    "algorithms", "enabled", "served_text", "List-Unsubscribe", "format", "tier", "dataset",
+    "intended_use", "accepted", "proposal_id", "expiring", "show", "ends_on", "licence", "size",
 ]  # fmt: skip
 
 #: Values known to break careless code: NUL (PostgreSQL refuses it in text), Unicode digits

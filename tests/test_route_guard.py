@@ -26,6 +26,8 @@ PUBLIC = {
     "proposals.calls",  # published calls: how researchers discover the program
     "proposals.call_detail",  # one published call (a draft sends anonymous visitors to log in)
     "agreements.check",  # does a signed agreement have this text? (the hash on its PDF)
+    "datasets.index",  # the dataset catalog: open and registered datasets are listed publicly
+    "datasets.detail",  # one open or registered dataset (others send anonymous visitors to log in)
     "api.openapi",  # the operator API's OpenAPI document
     "api.docs",  # the operator API's operations, as a page
     "static",

@@ -8,10 +8,11 @@ what its detail page would show.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Select, and_, exists, false, literal, or_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, object_session
 from sqlalchemy.sql.elements import ColumnElement
 
 from portal.agreements.models import (
@@ -20,11 +21,13 @@ from portal.agreements.models import (
     PartyRole,
     Signature,
     SignatureState,
+    SubjectType,
     TemplateVersion,
     VersionState,
 )
 from portal.auth.models import Role, RoleGrant, User
 from portal.auth.permissions import as_user, is_staff
+from portal.core.models import AnySession
 from portal.core.permissions import rule
 from portal.proposals.models import TeamMember
 
@@ -110,10 +113,23 @@ def visible_agreements(user: Any) -> Select[Agreement]:
     return q.where(or_(party, team, official))
 
 
+#: Whether the subject of an agreement has ended (the access a data-use agreement was for was
+#: revoked, say), by subject type: registered by the domain that owns the subject. An ended
+#: subject's agreement still being signed is withdrawn, and is not asked to re-consent.
+SUBJECT_ENDED: dict[SubjectType, Callable[[AnySession, int], bool]] = {}
+
+
+def subject_ended(agreement: Agreement) -> bool:
+    ended = SUBJECT_ENDED.get(agreement.subject_type)
+    session = object_session(agreement)
+    return ended is not None and session is not None and ended(session, agreement.subject_id)
+
+
 @rule("Only program staff issue and withdraw agreements.")
 def can_withdraw_agreement(user: Any, agreement: Agreement) -> bool:
-    """Program staff (to issue a corrected one, or when the subject is gone)."""
-    return is_staff(user)
+    """Program staff (to issue a corrected one, or when the subject is gone); and, by itself, the
+    step that ends its subject (access revoked while its data-use agreement was being signed)."""
+    return is_staff(user) or subject_ended(agreement)
 
 
 def _may_sign(u: User, signature: Signature) -> bool:

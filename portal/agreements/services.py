@@ -26,7 +26,7 @@ from portal.agreements.models import (
     TemplateVersion,
     VersionState,
 )
-from portal.agreements.permissions import can_manage_agreements
+from portal.agreements.permissions import can_manage_agreements, subject_ended
 from portal.agreements.text import check_body, fill, institution_fields, project_fields, sha256
 from portal.agreements.workflow import AGREEMENT_WORKFLOW, SIGNATURE_WORKFLOW, VERSION_WORKFLOW
 from portal.auth.models import User
@@ -146,7 +146,8 @@ def publish_version(
     VERSION_WORKFLOW.run(session, version, "publish", actor=actor, number=version.number)
     if version.reconsent_by is not None:
         for old in affected_by(session, version):
-            reissue(session, old, version, actor=actor)
+            if not subject_ended(old):
+                reissue(session, old, version, actor=actor)
     return version
 
 
@@ -239,7 +240,7 @@ def project_subject(proposal: Proposal) -> Subject:
 
 
 #: How to rebuild the subject of an agreement (re-consent), by subject type. The datasets domain
-#: adds dataset access when it registers.
+#: adds dataset access when it registers (and ``permissions.SUBJECT_ENDED`` for it).
 SUBJECT_LOADERS: dict[SubjectType, Callable[[AnySession, int], Subject]] = {
     SubjectType.INSTITUTION: lambda s, i: institution_subject(_get(s, Institution, i)),
     SubjectType.PROJECT: lambda s, i: project_subject(_get(s, Proposal, i)),
@@ -276,6 +277,14 @@ def issue(
     and frozen, its parties in order; the first party is asked to sign."""
     check(can_manage_agreements, actor)
     return _issue(session, template, subject, actor=actor, replaces=replaces, version=version)
+
+
+def issue_in_step(
+    session: AnySession, template: AgreementTemplate, subject: Subject, *, actor: User
+) -> Agreement:
+    """Issue as part of another domain's step its actor was allowed (a steward approving access
+    to a dataset issues its data-use agreement): the issuer's permission is not asked again."""
+    return _issue(session, template, subject, actor=actor)
 
 
 def _issue(

@@ -116,7 +116,8 @@ AGREEMENT_WORKFLOW: Workflow[Agreement, A] = Workflow(
     },
     mails={"complete": emails.fully_signed, "decline": emails.declined},
     # Withdrawing is program staff correcting their own issue (the corrected agreement asks the
-    # signers again); superseding is part of the successor's completion, whose mail tells all.
+    # signers again), or follows the end of its subject (whose own mail says so); superseding is
+    # part of the successor's completion, whose mail tells all.
     silent=frozenset({"withdraw", "supersede"}),
     fields=_agreement_fields,
     effects={"complete": _supersede_replaced},

@@ -1,4 +1,5 @@
-"""The operator API, ``/api/v1/``: JSON for the clusters' schedulers, authenticated by API tokens
+"""The operator API, ``/api/v1/``: JSON for the clusters' schedulers and the storage systems that
+serve the datasets, authenticated by API tokens
 (``Authorization: Bearer …``; cookies are never accepted here, so there is no CSRF to guard
 against), rate-limited per token, its errors RFC 9457 problems, its OpenAPI 3 document generated
 from this module by spectree (the pydantic models below and the views' docstrings)."""
@@ -18,10 +19,11 @@ from spectree.models import SecureType, SecuritySchemeData
 from portal.allocations.models import Allocation, AllocationState
 from portal.allocations.usage import MAX_ACCOUNT, MAX_CLUSTER, MAX_JOB_ID, MAX_STATE, Job
 from portal.api import services
-from portal.api.services import AuthenticationError, Operator
+from portal.api.services import AuthenticationError, DatasetGrants, Operator
 from portal.core import audit
 from portal.core.database import own_transaction
 from portal.core.web import MAX_ID, problem
+from portal.datasets.models import AccessTier, DatasetState, Grant
 from portal.extensions import db, limiter, login_manager
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -150,6 +152,109 @@ class UsageAnswer(BaseModel):
     exhausted: list[PairCount]
 
 
+class GrantsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after: int = Field(0, ge=0, le=MAX_ID, description="The page after this grant id.")
+    limit: int = Field(
+        services.DEFAULT_LIMIT,
+        ge=1,
+        le=services.MAX_LIMIT,
+        description="The most grants a page holds.",
+    )
+
+
+class DatasetOut(BaseModel):
+    id: int
+    slug: str = Field(description="The dataset's short name, as the storage knows it.")
+    name: str
+    tier: AccessTier = Field(
+        description="open: anyone may use it; registered: the holders of accepted terms; "
+        "controlled: the holders of an approved request with a signed data-use agreement."
+    )
+    state: DatasetState = Field(
+        description="A retired dataset takes no new requests; its holders keep their access "
+        "until it ends."
+    )
+
+
+class IdentityOut(BaseModel):
+    """One way the person logs in: the subject an identity provider (issuer) vouches for."""
+
+    issuer: str
+    subject: str
+    upstream_idp: str | None = Field(
+        description="Behind a federation proxy (one issuer, many campuses): the campus "
+        "identity provider's entity id."
+    )
+
+
+class InstitutionOut(BaseModel):
+    id: int
+    name: str
+    ror_id: str | None = Field(description="Its Research Organization Registry id.")
+
+
+class GrantOut(BaseModel):
+    """One person who may use the dataset today, and until when."""
+
+    id: int = Field(description="The grant's id.")
+    user_id: int
+    display_name: str
+    email: str | None = Field(
+        description="Their contact address: for contact only, never to recognise a login."
+    )
+    identities: list[IdentityOut] = Field(
+        description="Their logins: map the storage's users by (issuer, subject)."
+    )
+    institution: InstitutionOut = Field(description="The institution the access is through.")
+    starts_on: dt.date
+    ends_on: dt.date = Field(description="The last day of access (inclusive).")
+
+    @classmethod
+    def of(cls, grant: Grant) -> GrantOut:
+        u, i = grant.user, grant.institution
+        return cls(
+            id=grant.id,
+            user_id=u.id,
+            display_name=u.display_name,
+            email=u.email,
+            identities=[
+                IdentityOut(issuer=x.issuer, subject=x.subject, upstream_idp=x.upstream_idp)
+                for x in u.identities
+            ],
+            institution=InstitutionOut(id=i.id, name=i.name, ror_id=i.ror_id),
+            starts_on=grant.starts_on,
+            ends_on=grant.ends_on,
+        )
+
+
+class GrantPage(BaseModel):
+    """Who may use a dataset on ``as_of`` (UTC): its current grants, one page of them."""
+
+    dataset: DatasetOut
+    as_of: dt.date = Field(description="The day (UTC) the list holds for.")
+    open: bool = Field(
+        description="True for an open dataset: everyone may use it, and ``items`` is empty."
+    )
+    items: list[GrantOut]
+    next_after: int | None = Field(
+        description="Pass as ``after`` for the next page; null on the last page."
+    )
+
+    @classmethod
+    def of(cls, found: DatasetGrants) -> GrantPage:
+        d = found.dataset
+        items = [GrantOut.of(g) for g in found.grants]
+        return cls(
+            dataset=DatasetOut(id=d.id, slug=d.slug, name=d.name, tier=d.tier, state=d.state),
+            as_of=found.as_of,
+            open=found.open,
+            items=items,
+            next_after=items[-1].id if found.more and items else None,
+        )
+
+
 def _invalid(req: Any, resp: Any, error: Exception | None, instance: Any, adapter: Any) -> None:
     """A request that does not match its schema: a 422 problem naming each field's fault."""
     if error is None:
@@ -175,9 +280,13 @@ spec = SpecTree(
     title="ATOM Partner Portal operator API",
     version="1",
     description=(
-        "For resource operators' schedulers: the allocations to enforce, and the jobs that ran. "
+        "For resource operators' schedulers: the allocations to enforce, and the jobs that ran; "
+        "for the storage systems serving the datasets: who may use each dataset now. "
         "Authenticate with an API token from the portal's administrators: "
-        "`Authorization: Bearer <token>`. Errors are RFC 9457 problems."
+        "`Authorization: Bearer <token>`. A token has one scope: a resource operator's token "
+        "reads and charges the allocations of the resources it names; a storage operator's "
+        "token reads the grants of the datasets it names. A route of the other scope, or an "
+        "object the token does not name, answers 403. Errors are RFC 9457 problems."
     ),
     security_schemes=[
         SecurityScheme(
@@ -235,7 +344,7 @@ def _authenticate() -> None:
 
 @bp.after_request
 def _no_store(response: FlaskResponse) -> FlaskResponse:
-    """Answers hold allocations and usage: no cache keeps them."""
+    """Answers hold allocations, usage and who may use the datasets: no cache keeps them."""
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -315,6 +424,33 @@ def usage() -> ResponseReturnValue:
     )
     db.session.commit()
     return answer  # type: ignore[return-value]
+
+
+@bp.get("/datasets/<int:dataset_id>/grants")
+@limiter.limit(_rate_limit, key_func=_rate_key)
+@spec.validate(
+    query=GrantsQuery,
+    resp=Response(HTTP_200=GrantPage, HTTP_404=Problem, **ERRORS),
+    tags=["datasets"],
+    path_parameter_descriptions={"dataset_id": "The dataset's id (one the token names)."},
+)
+def dataset_grants(dataset_id: int) -> ResponseReturnValue:
+    """Who may use a dataset now (a storage operator's token).
+
+    What the storage serving the dataset enforces: the people whose access holds today — active,
+    within its period, their institution a partner in good standing and, for a controlled
+    dataset, their data-use agreement signed and in force. Anyone not listed (access pending,
+    expired, revoked, ended, suspended) must be refused. Each item names the person's logins
+    (issuer and subject: map users by these, never by e-mail), their institution, and the period.
+    An open dataset lists nobody and says ``open: true``: everyone may use it. Pages of ``limit``
+    in grant id order: pass ``next_after`` as ``after`` for the next. A dataset the token does
+    not name: 403; no such dataset: 404.
+    """
+    query: GrantsQuery = request.context.query  # type: ignore[attr-defined]
+    found = services.dataset_grants(
+        db.session, _operator(), dataset_id, after=query.after, limit=query.limit
+    )
+    return GrantPage.of(found)  # type: ignore[return-value]
 
 
 @bp.get("/openapi.json")

@@ -1,4 +1,5 @@
-"""Who may manage the operator API's tokens, and what a token may reach."""
+"""Who may manage the operator API's tokens, and what a token may reach (its scope's routes, and
+the resources or datasets it names)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ def can_manage_tokens(user: Any) -> bool:
     return is_admin(user)
 
 
-def token_covers(resource_ids: frozenset[int], resource_id: int) -> bool:
-    """A token acts on the resources it names, and on no other."""
-    return resource_id in resource_ids
+def token_covers(ids: frozenset[int], ident: int) -> bool:
+    """A token acts on the resources (or datasets) it names, and on no other."""
+    return ident in ids
+
+
+def scope_allows(scope: Any, needed: Any) -> bool:
+    """A token reaches only its own scope's routes: a resource operator's token the allocations
+    and usage, a storage operator's token the datasets' grants."""
+    return bool(scope == needed)

@@ -1,6 +1,10 @@
 """API tokens (made by administrators, shown once, kept as a hash, expiring, revocable) and what
 the operator API does with them: the allocations a scheduler enforces, and the jobs it pushes,
-charged through the same service as the file import (``portal.allocations.usage``)."""
+charged through the same service as the file import (``portal.allocations.usage``); who may use a
+dataset now, which the storage serving it enforces (``portal.datasets.services.current_grants``).
+
+Each token has one scope and reaches only that scope's routes and objects: a resource operator's
+token its resources' allocations and usage, a storage operator's token its datasets' grants."""
 
 from __future__ import annotations
 
@@ -17,11 +21,19 @@ from sqlalchemy.orm import contains_eager, selectinload
 from portal.allocations.models import Allocation, AllocationState, UsageRecord
 from portal.allocations.usage import ImportReport, Job, record_usage
 from portal.api.models import MAX_DAYS, ApiToken, TokenScope
-from portal.api.permissions import can_manage_tokens, token_covers
+from portal.api.permissions import can_manage_tokens, scope_allows, token_covers
+from portal.auth.models import User
 from portal.core import audit
-from portal.core.errors import InvalidTransitionError, PermissionDeniedError, ValidationError
+from portal.core.errors import (
+    InvalidTransitionError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
 from portal.core.models import AnySession, utcnow
 from portal.core.permissions import check
+from portal.datasets.models import AccessTier, Dataset, Grant
+from portal.datasets.services import current_grants
 from portal.proposals.models import Resource
 
 #: Every token starts with this, so that secret scanners and people recognise one.
@@ -41,28 +53,46 @@ def create_token(
     session: AnySession,
     *,
     name: str,
-    resources: Sequence[Resource],
     expires_on: dt.date,
     actor: Any,
+    scope: TokenScope = TokenScope.RESOURCE_OPERATOR,
+    resources: Sequence[Resource] = (),
+    datasets: Sequence[Dataset] = (),
 ) -> tuple[ApiToken, str]:
-    """Make a resource operator's token for ``resources``, valid until the end of ``expires_on``
-    (UTC, at most ``MAX_DAYS`` ahead). Returns the token and its secret, which is never stored
-    and so can be shown only now."""
+    """Make a token of ``scope``: a resource operator's for ``resources``, or a storage operator's
+    for ``datasets`` (at least one, and nothing of the other scope), valid until the end of
+    ``expires_on`` (UTC, at most ``MAX_DAYS`` ahead). Returns the token and its secret, which is
+    never stored and so can be shown only now."""
     check(can_manage_tokens, actor)
     today = utcnow().date()
     if not today <= expires_on <= today + dt.timedelta(days=MAX_DAYS):
         raise ValidationError(f"A token expires between today and {MAX_DAYS} days from now.")
-    if not resources:
-        raise ValidationError("A token acts on at least one resource.")
+    if scope == TokenScope.RESOURCE_OPERATOR:
+        if not resources:
+            raise ValidationError("A resource operator's token acts on at least one resource.")
+        if datasets:
+            raise ValidationError(
+                "A resource operator's token reads no datasets: make a storage operator's token "
+                "for them."
+            )
+    else:
+        if not datasets:
+            raise ValidationError("A storage operator's token reads at least one dataset.")
+        if resources:
+            raise ValidationError(
+                "A storage operator's token acts on no resources: make a resource operator's "
+                "token for them."
+            )
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
         name=name.strip(),
-        scope=TokenScope.RESOURCE_OPERATOR,
+        scope=scope,
         prefix=secret[:VISIBLE],
         token_sha256=digest(secret),
         expires_at=dt.datetime.combine(expires_on + dt.timedelta(days=1), dt.time(), dt.UTC),
         created_by_id=actor.id,
         resources=list(resources),
+        datasets=list(datasets),
     )
     session.add(token)
     session.flush()
@@ -75,6 +105,7 @@ def create_token(
         prefix=token.prefix,
         scope=token.scope.value,
         resources=[r.id for r in resources],
+        datasets=[d.id for d in datasets],
         expires_at=token.expires_at.isoformat(),
     )
     return token, secret
@@ -99,10 +130,14 @@ def revoke_token(session: AnySession, token: ApiToken, *, actor: Any) -> ApiToke
 
 
 def tokens() -> Select[ApiToken]:
-    """Every token, newest first, with its resources and its maker."""
+    """Every token, newest first, with its resources or datasets and its maker."""
     return (
         select(ApiToken)
-        .options(selectinload(ApiToken.resources), selectinload(ApiToken.created_by))
+        .options(
+            selectinload(ApiToken.resources),
+            selectinload(ApiToken.datasets),
+            selectinload(ApiToken.created_by),
+        )
         .order_by(ApiToken.id.desc())
     )
 
@@ -118,6 +153,7 @@ class Operator:
     name: str
     scope: TokenScope
     resource_ids: frozenset[int]
+    dataset_ids: frozenset[int] = frozenset()
 
 
 class AuthenticationError(Exception):
@@ -132,7 +168,7 @@ def authenticate(session: AnySession, presented: str) -> Operator:
     token = session.scalar(
         select(ApiToken)
         .where(ApiToken.token_sha256 == digest(presented))
-        .options(selectinload(ApiToken.resources))
+        .options(selectinload(ApiToken.resources), selectinload(ApiToken.datasets))
     )
     if token is None:
         raise AuthenticationError("The token is not known.")
@@ -141,7 +177,12 @@ def authenticate(session: AnySession, presented: str) -> Operator:
     if token.is_expired:
         raise AuthenticationError("The token has expired.")
     return Operator(
-        token.id, token.name, token.scope, frozenset(r.id for r in token.resources if r.active)
+        token.id,
+        token.name,
+        token.scope,
+        frozenset(r.id for r in token.resources if r.active),
+        # Every dataset named, retired ones too: their holders keep access until its end.
+        frozenset(d.id for d in token.datasets),
     )
 
 
@@ -161,6 +202,15 @@ def touch(session: AnySession, operator: Operator) -> None:
 
 # --- what operators read and push ---------------------------------------------------------------
 
+
+def _require_scope(operator: Operator, needed: TokenScope) -> None:
+    if not scope_allows(operator.scope, needed):
+        raise PermissionDeniedError(
+            f"This token is a {operator.scope.label.lower()}'s: this route is for a "
+            f"{needed.label.lower()}'s token."
+        )
+
+
 #: The most allocations one page of the list holds, and how many by default.
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
@@ -178,6 +228,7 @@ def operator_allocations(
     """The allocations on the operator's resources (one of them, when ``resource_id`` is given:
     refused unless the token covers it), in id order after the id ``after``, at most ``limit``
     (and ``MAX_LIMIT``) of them, and whether more follow; one query."""
+    _require_scope(operator, TokenScope.RESOURCE_OPERATOR)
     if resource_id is not None and not token_covers(operator.resource_ids, resource_id):
         raise PermissionDeniedError("This token does not cover that resource.")
     ids = [resource_id] if resource_id is not None else sorted(operator.resource_ids)
@@ -215,6 +266,7 @@ def push_usage(session: AnySession, operator: Operator, jobs: Sequence[Job]) -> 
     on the token's resources are charged; the others are refused one by one, never charged (and
     a job already recorded against an allocation the token does not cover is refused too, so a
     token cannot move another resource's jobs)."""
+    _require_scope(operator, TokenScope.RESOURCE_OPERATOR)
     pairs = {(j.cluster, j.account) for j in jobs}
     covered: set[tuple[str, str]] = set()
     if pairs and operator.resource_ids:
@@ -250,3 +302,56 @@ def push_usage(session: AnySession, operator: Operator, jobs: Sequence[Job]) -> 
             accepted.append(job)
     record_usage(session, accepted, actor=None, report=out.report)
     return out
+
+
+# --- who may use a dataset now (storage operators) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetGrants:
+    """Who may use ``dataset`` on ``as_of``: everyone (``open``: an open dataset, no list), or the
+    holders of ``grants`` (one page of them, in id order) — and whether more pages follow."""
+
+    dataset: Dataset
+    as_of: dt.date
+    open: bool
+    grants: list[Grant]
+    more: bool
+
+
+def dataset_grants(
+    session: AnySession,
+    operator: Operator,
+    dataset_id: int,
+    *,
+    after: int = 0,
+    limit: int = DEFAULT_LIMIT,
+) -> DatasetGrants:
+    """Who may use the dataset ``dataset_id`` today, for the storage serving it to enforce: the
+    grants ``current_grants`` decides (active, within their period, the holder's institution a
+    partner, the data-use agreement in force), with their holders, login identities and
+    institutions; pages of ``limit`` (at most ``MAX_LIMIT``) after the grant id ``after``. A
+    storage operator's token only, for a dataset it names (NotFoundError for no such dataset,
+    PermissionDeniedError for one it does not name). An open dataset lists nobody: everyone may
+    use it. A fixed number of queries, whatever the number of grants."""
+    _require_scope(operator, TokenScope.DATASET_OPERATOR)
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFoundError(f"There is no dataset {dataset_id}.")
+    if not token_covers(operator.dataset_ids, dataset.id):
+        raise PermissionDeniedError("This token does not cover that dataset.")
+    today = utcnow().date()
+    if dataset.tier == AccessTier.OPEN:
+        return DatasetGrants(dataset, today, True, [], False)
+    limit = max(1, min(limit, MAX_LIMIT))
+    query = (
+        current_grants(dataset, today)
+        .where(Grant.id > after)
+        .options(
+            contains_eager(Grant.institution),
+            contains_eager(Grant.user).selectinload(User.identities),
+        )
+        .limit(limit + 1)
+    )
+    rows = list(session.scalars(query))
+    return DatasetGrants(dataset, today, False, rows[:limit], len(rows) > limit)

@@ -1,5 +1,6 @@
-"""The administrators' pages for API tokens: the list (with each token's last use), a new token
-(its secret shown once, on the page that answers the form), and revocation."""
+"""The administrators' pages for API tokens: the list (with each token's role, what it covers and
+its last use), a new token — a resource operator's or a storage operator's — (its secret shown
+once, on the page that answers the form), and revocation."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from portal.api.permissions import can_manage_tokens
 from portal.core.forms import ConfirmForm
 from portal.core.permissions import check
 from portal.core.web import commit_or_flash, load, login_required, post_action
+from portal.datasets.models import Dataset
 from portal.extensions import db
 from portal.proposals.models import Resource
 
@@ -39,14 +41,18 @@ def new_token() -> ResponseReturnValue:
     resources = db.session.scalars(
         select(Resource).where(Resource.active.is_(True)).order_by(Resource.cluster, Resource.id)
     ).all()
-    form = TokenForm(resources=resources)
+    datasets = db.session.scalars(select(Dataset).order_by(Dataset.name, Dataset.id)).all()
+    form = TokenForm(resources=resources, datasets=datasets)
     if form.validate_on_submit():
         chosen = [r for r in resources if r.id in set(form.resources.data or ())]
+        chosen_datasets = [d for d in datasets if d.id in set(form.datasets.data or ())]
         ok, made = commit_or_flash(
             lambda: services.create_token(
                 db.session,
                 name=form.name.data or "",
+                scope=form.chosen_scope,
                 resources=chosen,
+                datasets=chosen_datasets,
                 expires_on=form.expires_on.data,
                 actor=current_user,
             )

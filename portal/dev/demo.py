@@ -16,14 +16,18 @@ from sqlalchemy import func, select
 from portal.agreements.models import Agreement
 from portal.allocations.models import Allocation
 from portal.allocations.services import sweep
+from portal.api.models import TokenScope
 from portal.api.services import create_token
 from portal.auth.models import Identity, Role, RoleGrant, User
 from portal.auth.services import set_user_disabled
 from portal.core import audit
 from portal.core.database import write_intent
 from portal.core.models import AnySession, utcnow
+from portal.datasets import services as datasets
+from portal.datasets.models import AccessRequest, AccessTier, Dataset, Grant
 from portal.dev.demo_agreements import load_agreements, load_templates, sign_partnership
 from portal.dev.demo_allocations import load_allocations, load_follow_ups
+from portal.dev.demo_datasets import load_datasets
 from portal.dev.demo_proposals import load_proposals
 from portal.dev.demo_reviews import load_reviews
 from portal.extensions import db
@@ -160,6 +164,8 @@ PEOPLE = [
     ),
     DemoPerson("reviewer2", "Ines Reviewer", "ines@atom-lab.org", ((Role.REVIEWER, None),)),
     DemoPerson("steward", "Dana Steward", "dana@atom-lab.org", ((Role.DATA_STEWARD, None),)),
+    # A second steward, of other datasets: neither decides on the other's (``demo_datasets``).
+    DemoPerson("steward2", "Lena Steward", "lena@atom-lab.org", ((Role.DATA_STEWARD, None),)),
     DemoPerson(
         "professor", "Ada Lovelace", "ada@northlake.edu", ((Role.RESEARCHER, "north"),), "faculty"
     ),
@@ -311,14 +317,15 @@ def _grant_roles(
 
 def load(session: AnySession) -> dict[str, int]:
     """Create the demo institutions, people, calls, proposals, reviews, agreements, allocations and
-    their usage; returns counts. The database must be empty.
+    their usage, datasets and access to them; returns counts. The database must be empty.
 
     The order is the program's: institutions register; people and the agreement templates exist;
     then each institution moves along its path — its review issues the partnership agreement, which
     its signing official and the program officer sign before it is approved; then the calls and
     proposals, whose approval issues each project's contribution agreement and allocates its
-    GPU-hours, which become usable once that agreement is signed; the clusters' usage; last, what
-    happened since: a signing official left, their institution was suspended, the sweep ran."""
+    GPU-hours, which become usable once that agreement is signed; the clusters' usage; the
+    datasets catalog, access asked for, decided and signed for; last, what happened since: a
+    signing official left, their institution was suspended, the sweeps ran."""
     bootstrap = User(display_name="Portal setup", email=None)
     session.add(bootstrap)
     session.flush()
@@ -385,9 +392,11 @@ def load(session: AnySession) -> dict[str, int]:
     load_reviews(session, bootstrap, people)
     load_agreements(session, people)
     load_allocations(session, bootstrap, people)
+    load_datasets(session, people["officer"], people)
     # Then the Westfjords' signing official left, and the university was suspended (which stopped
-    # its project's allocation); the scheduled sweep expired the allocation whose period is over
-    # and sent the notices that were due.
+    # its project's allocation and its researcher's access to a dataset); the scheduled sweeps
+    # expired the allocation and the dataset access whose periods are over and sent the notices
+    # that were due.
     for former, why in FORMER_PEOPLE:
         set_user_disabled(session, people[former.sub], actor=bootstrap, disabled=True, reason=why)
     for d in INSTITUTIONS:
@@ -396,6 +405,7 @@ def load(session: AnySession) -> dict[str, int]:
                 session, insts[d.key], action, actor=bootstrap, reason=REASONS.get(action)
             )
     sweep(session)
+    datasets.sweep(session)
     load_follow_ups(session, bootstrap, people)
     # The atlas cluster's scheduler pulls its allocations and pushes usage with a token (its
     # secret was shown once, at creation, and is not kept: make your own on the Admin page).
@@ -407,6 +417,17 @@ def load(session: AnySession) -> dict[str, int]:
         expires_on=utcnow().date() + dt.timedelta(days=90),
         actor=bootstrap,
     )
+    # The lab's object store asks who may read its controlled and registered datasets.
+    create_token(
+        session,
+        name="Dataset object store (demo)",
+        scope=TokenScope.DATASET_OPERATOR,
+        datasets=session.scalars(
+            select(Dataset).where(Dataset.tier != AccessTier.OPEN).order_by(Dataset.id)
+        ).all(),
+        expires_on=utcnow().date() + dt.timedelta(days=90),
+        actor=bootstrap,
+    )
     bootstrap.is_disabled = True  # the setup account never logs in
     session.flush()
     return {
@@ -415,6 +436,9 @@ def load(session: AnySession) -> dict[str, int]:
         "proposals": session.scalar(select(func.count()).select_from(Proposal)) or 0,
         "agreements": session.scalar(select(func.count()).select_from(Agreement)) or 0,
         "allocations": session.scalar(select(func.count()).select_from(Allocation)) or 0,
+        "datasets": session.scalar(select(func.count()).select_from(Dataset)) or 0,
+        "access requests": session.scalar(select(func.count()).select_from(AccessRequest)) or 0,
+        "grants": session.scalar(select(func.count()).select_from(Grant)) or 0,
     }
 
 
@@ -437,6 +461,7 @@ def load_command() -> None:
     else:
         click.echo(
             f"Loaded {counts['institutions']} institutions, {counts['users']} users, "
-            f"{counts['proposals']} proposals, {counts['agreements']} agreements and "
-            f"{counts['allocations']} allocations."
+            f"{counts['proposals']} proposals, {counts['agreements']} agreements, "
+            f"{counts['allocations']} allocations, {counts['datasets']} datasets, "
+            f"{counts['access requests']} access requests and {counts['grants']} grants of access."
         )

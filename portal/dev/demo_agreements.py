@@ -181,11 +181,15 @@ a person could be identified. Cite the dataset as its catalog entry asks.
 
 ## 4. Ending
 
-The data steward may suspend or revoke access at once if these conditions are broken.
+Access starts once this agreement is fully signed. A data steward of the dataset may revoke it at
+once if these conditions are broken; it ends when the Researcher leaves {{ institution }} or the
+project it was granted for, and is suspended while {{ institution }} is suspended as a partner.
 
 ## 5. Signatures
 
-Signed by the Researcher, and for {{ lab }} by a data steward.
+Signed by the Researcher. Where the data provider requires it, a signing official then signs for
+{{ institution }}, which undertakes to see these conditions kept. The data steward's approval is
+recorded with the request.
 """
 
 

@@ -269,9 +269,10 @@ class ProposalForm(FlaskForm):
     )
     plan = TextAreaField("Research plan", validators=[Optional(), Length(max=50000)])
     requested_datasets = TextAreaField(
-        "Datasets you need",
+        "Other data you need (not in the lab's catalog)",
         validators=[Optional(), Length(max=5000)],
-        description="Free text: the dataset and why.",
+        description="Free text: the data and why. Datasets of the lab's catalog are chosen from "
+        "the proposal's page (“Choose datasets”).",
     )
     start_date = DateField("Start date", validators=[Optional()])
     duration_months = IntegerField(

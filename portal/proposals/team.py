@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from sqlalchemy import func, select
 
 from portal.auth.models import User
-from portal.core import audit
+from portal.core import audit, hooks
 from portal.core.errors import ConflictError, NotFoundError, ValidationError
 from portal.core.models import AnySession, utcnow
 from portal.core.permissions import check
@@ -39,6 +40,17 @@ from portal.proposals.workflow import INVITATION_WORKFLOW
 
 #: Roles an invitation may offer: the PI role is only ever handed on (``transfer_pi``).
 INVITABLE_ROLES = (TeamRole.CO_PI, TeamRole.MEMBER)
+
+
+@dataclass(frozen=True)
+class MemberRemoved:
+    """What the follow-ups of ``proposal.remove_member`` are given (shaped like a workflow step:
+    the proposal as ``obj``, the person acting as ``actor``), and the member removed."""
+
+    obj: Proposal
+    member: TeamMember
+    actor: User
+
 
 #: Longest token accepted from a link (``secrets.token_urlsafe(32)`` makes 43 characters).
 _MAX_TOKEN = 100
@@ -196,4 +208,5 @@ def remove_member(
         user_id=member.user_id,
         role=member.role.value,
     )
+    hooks.run_follow_ups(session, "proposal.remove_member", MemberRemoved(proposal, member, actor))
     return member

@@ -43,7 +43,7 @@ FAILING_IMPACTS = ("serious", "critical")
 MAX_PAGES = 40
 #: Every demo login, and the public pages nobody needs to log in for.
 ROLES = [p.sub for p in (*PEOPLE, *PENDING_REQUESTS)]
-PUBLIC_PAGES = ["/", "/auth/login", "/auth/login?q=northlake", "/no-such-page"]
+PUBLIC_PAGES = ["/", "/auth/login", "/auth/login?q=northlake", "/datasets/", "/no-such-page"]
 
 
 @dataclass

@@ -7,6 +7,7 @@ document, and the per-token rate limit."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -395,7 +396,7 @@ def test_the_openapi_document_validates_and_matches_the_routes(
         (path, method.upper()) for path, ops in document["paths"].items() for method in ops
     }
     routes = {
-        (rule.rule, method)
+        (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method)
         for rule in app.url_map.iter_rules()
         if rule.rule.startswith("/api/v1/")
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}

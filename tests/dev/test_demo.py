@@ -1,7 +1,8 @@
 """The demo data ``make run`` loads: made through the real services, it shows every state of the
-institution, agreement and allocation workflows, keeps every rule the gates and budgets keep, gives
-each demo signer something to sign and the demo PI an allocation in use, is the same each time, and
-loads only once."""
+institution, agreement, allocation and dataset workflows, keeps every rule the gates and budgets
+keep, gives each demo signer something to sign, the demo PI an allocation in use, each steward
+requests to decide and each researcher access to look at, is the same each time, and loads only
+once."""
 
 from __future__ import annotations
 
@@ -43,10 +44,30 @@ from portal.allocations.models import (
 )
 from portal.allocations.permissions import visible_allocations
 from portal.allocations.workflow import usable_blocker
-from portal.api.models import ApiToken
+from portal.api.models import ApiToken, TokenScope
 from portal.auth.models import Identity, Role, User
 from portal.core.hooks import blockers
 from portal.core.models import utcnow
+from portal.datasets import services as datasets
+from portal.datasets.models import (
+    OPEN_REQUESTS,
+    AccessRequest,
+    AccessTier,
+    ConsentState,
+    Dataset,
+    DatasetState,
+    Grant,
+    GrantState,
+    ProposalDataset,
+    RequestState,
+)
+from portal.datasets.permissions import (
+    can_decide_request,
+    consentable_links,
+    decidable_requests,
+    stewards,
+    visible_datasets,
+)
 from portal.dev.demo import FORMER_PEOPLE, PEOPLE, load, load_if_empty
 from portal.dev.demo_agreements import DEMO_IP
 from portal.dev.demo_allocations import PROJECTS
@@ -88,15 +109,16 @@ def test_the_demo_shows_every_state_of_agreements_signatures_and_versions(demo: 
 def test_the_demo_is_the_same_each_time(demo: Session) -> None:
     """Deterministic: the same agreements, in the same states, on every load."""
     assert _states(demo, Agreement.state) == {
-        AgreementState.AWAITING: 7,
-        AgreementState.ACTIVE: 11,
-        AgreementState.DECLINED: 1,
-        AgreementState.WITHDRAWN: 1,
+        AgreementState.AWAITING: 9,
+        AgreementState.ACTIVE: 14,
+        AgreementState.DECLINED: 2,
+        AgreementState.WITHDRAWN: 2,
         AgreementState.SUPERSEDED: 1,
     }
     assert _states(demo, Agreement.kind) == {
         AgreementKind.PARTNERSHIP: 10,
         AgreementKind.CONTRIBUTION: 11,
+        AgreementKind.DATA_USE: 7,
     }
     assert _states(demo, TemplateVersion.state) == {
         VersionState.PUBLISHED: 3,
@@ -248,9 +270,10 @@ def test_loading_twice_loads_once(app: Flask, db: Session, attachments_in_tmp: N
     with app.app_context():
         first = load_if_empty()
         again = load_if_empty()
-        assert first is not None and first["agreements"] == 21 and first["allocations"] == 10
+        assert first is not None and first["agreements"] == 28 and first["allocations"] == 10
+        assert (first["datasets"], first["access requests"], first["grants"]) == (10, 13, 12)
         assert again is None
-        assert flask_db.session.scalar(select(func.count()).select_from(Agreement)) == 21
+        assert flask_db.session.scalar(select(func.count()).select_from(Agreement)) == 28
         assert flask_db.session.scalar(select(func.count()).select_from(Allocation)) == 10
 
 
@@ -432,6 +455,206 @@ def test_the_demo_shows_follow_up_requests_in_every_state_and_a_reviewer(demo: S
     assert reviewer.user.display_name == "Ines Reviewer" and reviewer.ceiling_hours == 20_000
 
 
-def test_the_demo_has_an_operator_token_for_the_atlas_cluster(demo: Session) -> None:
-    (token,) = demo.scalars(select(ApiToken)).all()
-    assert {r.cluster for r in token.resources} == {"atlas"} and token.revoked_at is None
+def test_the_demo_has_an_operator_token_for_the_atlas_cluster_and_one_for_the_store(
+    demo: Session,
+) -> None:
+    scheduler, store = demo.scalars(select(ApiToken).order_by(ApiToken.id)).all()
+    assert {r.cluster for r in scheduler.resources} == {"atlas"} and scheduler.revoked_at is None
+    assert store.scope == TokenScope.DATASET_OPERATOR and store.revoked_at is None
+    assert store.datasets and {d.tier for d in store.datasets} == {
+        AccessTier.REGISTERED,
+        AccessTier.CONTROLLED,
+    }
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+def _dataset(db: Session, slug: str) -> Dataset:
+    return db.scalars(select(Dataset).where(Dataset.slug == slug)).one()
+
+
+def test_the_demo_shows_every_state_of_datasets_requests_grants_and_consents(demo: Session) -> None:
+    """Every tier and state of the catalog, every state of a request, a grant and a proposal's
+    dataset — the same each time."""
+    assert _states(demo, Dataset.tier) == {
+        AccessTier.OPEN: 2,
+        AccessTier.REGISTERED: 4,
+        AccessTier.CONTROLLED: 4,
+    }
+    assert _states(demo, Dataset.state) == {
+        DatasetState.PUBLISHED: 8,
+        DatasetState.DRAFT: 1,
+        DatasetState.RETIRED: 1,
+    }
+    assert _states(demo, AccessRequest.state) == {
+        RequestState.SUBMITTED: 3,
+        RequestState.CHANGES_REQUESTED: 1,
+        RequestState.APPROVED: 7,
+        RequestState.DECLINED: 1,
+        RequestState.WITHDRAWN: 1,
+    }
+    assert _states(demo, Grant.state) == {
+        GrantState.PENDING: 2,
+        GrantState.ACTIVE: 6,
+        GrantState.SUSPENDED: 1,
+        GrantState.EXPIRED: 1,
+        GrantState.REVOKED: 1,
+        GrantState.ENDED: 1,
+    }
+    assert _states(demo, ProposalDataset.state) == {
+        ConsentState.ASKED: 1,
+        ConsentState.CONSENTED: 1,
+        ConsentState.REFUSED: 1,
+        ConsentState.NOT_NEEDED: 2,
+    }
+    for enum, column in [
+        (AccessTier, Dataset.tier),
+        (DatasetState, Dataset.state),
+        (RequestState, AccessRequest.state),
+        (GrantState, Grant.state),
+        (ConsentState, ProposalDataset.state),
+    ]:
+        assert set(_states(demo, column)) == set(enum), enum
+
+
+def test_the_catalog_keeps_the_rules_a_listed_dataset_keeps(demo: Session) -> None:
+    """Listed controlled datasets have a published data-use template and a steward; one asks the
+    researcher's institution to co-sign; every entry has an SPDX licence, a size, a version and
+    its storage place; stewards hold the data steward role."""
+    for dataset in demo.scalars(select(Dataset)):
+        assert dataset.licence and dataset.size_bytes and dataset.version, dataset.slug
+        assert dataset.location == f"s3://atom-datasets/{dataset.slug}/"
+        assert all(s.user.has_role(Role.DATA_STEWARD) for s in dataset.stewards)
+        if dataset.tier == AccessTier.CONTROLLED:
+            assert dataset.dua_template is not None and dataset.dua_template.current is not None
+            assert dataset.dua_template.kind == AgreementKind.DATA_USE and dataset.stewards
+        if dataset.tier == AccessTier.REGISTERED:
+            assert dataset.terms, dataset.slug
+    co_signed = demo.scalars(select(Dataset).where(Dataset.institution_signs.is_(True))).all()
+    assert [d.slug for d in co_signed] == ["northwind-clinical-notes"]
+    stewards = {s.user.display_name for d in demo.scalars(select(Dataset)) for s in d.stewards}
+    assert stewards == {"Dana Steward", "Lena Steward"}
+
+
+def test_each_steward_has_requests_waiting_and_decides_only_on_their_datasets(
+    demo: Session,
+) -> None:
+    """Dana and Lena each have submitted requests to decide; each has one the other may not
+    decide (a dataset only the other stewards); Dana has a proposal's dataset to pre-approve."""
+    dana, lena = _person(demo, "steward"), _person(demo, "steward2")
+    waiting = {
+        login: demo.scalars(
+            decidable_requests(_person(demo, login)).where(
+                AccessRequest.state == RequestState.SUBMITTED
+            )
+        ).all()
+        for login in ("steward", "steward2")
+    }
+    assert all(waiting.values())
+    only_lena = [r for r in waiting["steward2"] if not can_decide_request(dana, r)]
+    assert [r.dataset.slug for r in only_lena] == ["north-atlantic-sar-ice"]
+    assert all(can_decide_request(lena, r) for r in waiting["steward2"])
+    assert any(not can_decide_request(lena, r) for r in demo.scalars(decidable_requests(dana)))
+    renewals = [r for r in waiting["steward"] if r.is_renewal]
+    assert len(renewals) == 1 and renewals[0].grant is not None
+    asked = demo.scalars(
+        consentable_links(dana).where(ProposalDataset.state == ConsentState.ASKED)
+    ).all()
+    assert [link.dataset.slug for link in asked] == ["northwind-clinical-notes"]
+    assert asked[0].asked_at is not None
+    # Lena sees her draft in the catalog; the researchers do not.
+    draft = _dataset(demo, "permissive-code-commons-2027")
+    assert draft in demo.scalars(visible_datasets(lena)).all()
+    assert draft not in demo.scalars(visible_datasets(_person(demo, "professor"))).all()
+
+
+def test_data_use_agreements_wait_on_a_researcher_and_a_signing_official(demo: Session) -> None:
+    """Sam has a data-use agreement to sign (his access waits on it); Ada has signed hers for the
+    clinical notes, whose provider asks Northlake to co-sign: it waits on Olivia."""
+    for login, role in [
+        ("student", PartyRole.RESEARCHER),
+        ("official", PartyRole.SIGNING_OFFICIAL),
+    ]:
+        mine = [
+            s
+            for s in demo.scalars(signable_signatures(_person(demo, login)))
+            if s.agreement.kind == AgreementKind.DATA_USE
+        ]
+        assert [s.role for s in mine] == [role], login
+        (grant,) = demo.scalars(select(Grant).where(Grant.agreement_id == mine[0].agreement_id))
+        assert grant.state == GrantState.PENDING
+    for grant in demo.scalars(select(Grant).where(Grant.agreement_id.is_not(None))):
+        agreement = grant.agreement
+        assert agreement is not None and agreements.verify(agreement).ok
+        if grant.state in (GrantState.ACTIVE, GrantState.SUSPENDED):
+            assert agreement.state == AgreementState.ACTIVE
+
+
+def test_every_researcher_login_has_access_to_look_at(demo: Session) -> None:
+    """Each researcher demo login has requests or access of their own under "My access"."""
+    for p in PEOPLE:
+        if not any(role == Role.RESEARCHER for role, _ in p.roles):
+            continue
+        user = _person(demo, p.sub)
+        grants = demo.scalars(select(Grant).where(Grant.user_id == user.id)).all()
+        requests = demo.scalars(select(AccessRequest).where(AccessRequest.user_id == user.id)).all()
+        assert grants and requests, p.sub
+
+
+def test_who_may_use_each_dataset_now_follows_the_facts(demo: Session) -> None:
+    """The operators' answer: active grants within their period at a partner in good standing,
+    with the data-use agreement in force. Katla's access is suspended with the Westfjords, Kenji's
+    expired lecture audio and Rafael's revoked essays are gone; Ada keeps the retired corpus until
+    its end; access ending within 30 days was told so by the sweep, which has nothing left to do."""
+    names = {
+        slug: {
+            g.user.display_name for g in demo.scalars(datasets.current_grants(_dataset(demo, slug)))
+        }
+        for slug in (
+            "north-atlantic-sar-ice",
+            "lecture-audio-commons",
+            "classroom-essays",
+            "commons-web-text-2025",
+            "dialect-conversations-ja",
+        )
+    }
+    assert names == {
+        "north-atlantic-sar-ice": set(),
+        "lecture-audio-commons": {"Sam Student"},
+        "classroom-essays": {"Ada Lovelace"},
+        "commons-web-text-2025": {"Ada Lovelace"},
+        "dialect-conversations-ja": {"Kenji Tanaka"},
+    }
+    (suspended,) = demo.scalars(select(Grant).where(Grant.state == GrantState.SUSPENDED))
+    assert suspended.suspended_with_institution
+    assert suspended.institution.state == InstitutionState.SUSPENDED
+    (expired,) = demo.scalars(select(Grant).where(Grant.state == GrantState.EXPIRED))
+    assert expired.ends_on < utcnow().date() and expired.terms_accepted_at is not None
+    (revoked,) = demo.scalars(select(Grant).where(Grant.state == GrantState.REVOKED))
+    assert revoked.ended_reason and revoked.ended_by is not None
+    assert revoked.agreement is not None and revoked.agreement.state == AgreementState.WITHDRAWN
+    (ended,) = demo.scalars(select(Grant).where(Grant.state == GrantState.ENDED))
+    assert ended.agreement is not None and ended.agreement.state == AgreementState.DECLINED
+    # The user who declined asked again: his new request waits.
+    assert datasets.open_request(demo, ended.dataset_id, ended.user_id) is not None
+    sent = {(r.rule, r.object_id) for r in demo.scalars(select(SentReminder))}
+    soon = [
+        g
+        for g in demo.scalars(select(Grant).where(Grant.state == GrantState.ACTIVE))
+        if g.days_left(utcnow().date()) <= 30
+    ]
+    assert len(soon) == 1 and ("datasets.ends_30", soon[0].id) in sent
+    assert set(datasets.sweep(demo).values()) == {0}
+
+
+def test_requests_carry_their_decisions(demo: Session) -> None:
+    """Decided requests name who decided and why; open ones wait on the dataset's stewards."""
+    for request in demo.scalars(select(AccessRequest)):
+        if request.state in (RequestState.APPROVED, RequestState.DECLINED):
+            assert request.decided_by is not None
+            assert stewards(request.decided_by, request.dataset_id)
+        if request.state in (RequestState.DECLINED, RequestState.CHANGES_REQUESTED):
+            assert request.decision_note
+        if request.state in OPEN_REQUESTS:
+            assert request.dataset.stewards

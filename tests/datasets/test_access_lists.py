@@ -1,0 +1,121 @@
+"""The access lists run a fixed number of SQL queries whatever the rows shown (no N+1), at 10 and
+at 200 requests and grants (on several datasets, at many institutions, some for projects, in
+every state a list shows): the requests list (its tabs, filtered, and as CSV) and the access list
+(its tabs, filtered, and as CSV), for a steward, program staff, a signing official and a
+researcher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from portal.auth.models import Role, User
+from portal.datasets import services
+from portal.datasets.models import AccessTier, Dataset, RequestState
+from portal.proposals.models import ProposalState
+from tests.factories import (
+    make_access_request,
+    make_dataset,
+    make_grant,
+    make_institution,
+    make_proposal,
+    make_user,
+)
+from tests.support.app import login
+
+#: Requests and grants on the first count, and on the second.
+FEW, MANY = 10, 200
+#: A new controlled dataset (the steward's) every this many rows: the dataset filter grows too.
+PER_DATASET = 25
+#: The states the requests are made in, in turn (approved ones come with their grant).
+STATES = (RequestState.SUBMITTED, RequestState.CHANGES_REQUESTED, RequestState.DECLINED)
+
+
+def test_access_lists_run_a_fixed_number_of_queries(
+    app: Flask,
+    client: FlaskClient,
+    db: Session,
+    count_queries: Callable[[Callable[[], object]], int],
+) -> None:
+    inst = make_institution(db)
+    official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
+    researcher = make_user(db, Role.RESEARCHER, institution=inst)
+    steward = make_user(db, Role.DATA_STEWARD)
+    officer = make_user(db, Role.PROGRAM_OFFICER)
+    registered = make_dataset(db, tier=AccessTier.REGISTERED)
+    datasets: list[Dataset] = []
+    made = 0
+
+    def add(n: int) -> None:
+        """``n`` more requests and ``n`` more grants: every other requester at the official's
+        institution, the others at new ones (the researcher asks first for each dataset); every third request for the requester's project;
+        the grants signed, waiting on their agreement, or from accepting registered terms."""
+        nonlocal made
+        with app.app_context():
+            for _ in range(n):
+                i = made
+                made += 1
+                if i % PER_DATASET == 0:
+                    datasets.append(make_dataset(db, stewards=[steward]))
+                dataset = datasets[-1]
+                at = inst if i % 2 == 0 else make_institution(db)
+                person = (
+                    researcher
+                    if i % PER_DATASET == 0
+                    else make_user(db, Role.RESEARCHER, institution=at)
+                )
+                request = make_access_request(db, dataset=dataset, user=person, state=STATES[i % 3])
+                if i % 3 == 0:
+                    project = make_proposal(db, pi=person, state=ProposalState.ACTIVE)
+                    request.proposal_id = project.id
+                holder = make_user(db, Role.RESEARCHER, institution=at)
+                if i % 3 == 2:
+                    services.accept_terms(db, registered, actor=holder, accepted=True)
+                else:
+                    make_grant(db, dataset=dataset, user=holder, signed=i % 3 == 0, days=10 + i)
+            db.flush()
+
+    add(FEW)
+    first = datasets[0]
+    pages: list[tuple[User, str]] = [
+        (steward, "/datasets/requests"),
+        (steward, "/datasets/requests?show=waiting"),
+        (steward, f"/datasets/requests?dataset={first.id}&kind=new&sort=oldest"),
+        (steward, "/datasets/requests?format=csv"),
+        (steward, "/datasets/access?show=stewarded"),
+        (steward, "/datasets/access?format=csv"),
+        (officer, "/datasets/requests?state=submitted&q=Person"),
+        (officer, "/datasets/requests?format=csv&show=all"),
+        (officer, "/datasets/access"),
+        (officer, "/datasets/access?expiring=y&sort=ending"),
+        (officer, "/datasets/access?format=csv"),
+        (official, "/datasets/requests"),
+        (official, "/datasets/access?state=active"),
+        (official, "/datasets/access?format=csv"),
+        (researcher, "/datasets/requests?show=mine"),
+        (researcher, "/datasets/access?show=mine"),
+    ]
+
+    def counts() -> list[int]:
+        out = []
+        for viewer, url in pages:
+            login(client, viewer)
+            assert client.get(url).status_code == 200, url
+            out.append(count_queries(lambda url=url: client.get(url)))  # type: ignore[misc]
+        return out
+
+    few = counts()
+    add(MANY - FEW)
+    many = counts()
+    for (viewer, url), a, b in zip(pages, few, many, strict=True):
+        print(f"{url} as {viewer.display_name}: {a} queries at {FEW} rows, {b} at {MANY}")
+    assert many == few, [
+        (url, a, b) for (_, url), a, b in zip(pages, few, many, strict=True) if a != b
+    ]
+    # The lists did show the rows (a page of them; all of them in a CSV).
+    login(client, officer)
+    csv = client.get("/datasets/requests?format=csv").get_data(as_text=True)
+    assert len(csv.strip().splitlines()) > MANY
