@@ -7,15 +7,14 @@ from collections.abc import Callable, Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from flask_sqlalchemy.session import _app_ctx_id
 from sqlalchemy import event
-from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.orm import Session
 
 from portal import create_app
 from portal.extensions import db as _db
 from tests.databases import IN_CI, temporary_database
 from tests.notifications.smtp import no_unexpected_smtp  # noqa: F401 - autouse: no stray SMTP
-from tests.support.app import TEST_CONFIG
+from tests.support.app import TEST_CONFIG, sessions_on
 from tests.support.live import LIVE_DATABASES, live_app
 
 
@@ -52,18 +51,10 @@ def db(app: Flask) -> Iterator[Session]:
         engine = _db.engine
     connection = engine.connect()
     outer = connection.begin()
-    original = _db.session
-    _db.session = scoped_session(
-        # Flask-SQLAlchemy's own Session subclass adds nothing the tests' code paths use.
-        sessionmaker(bind=connection, join_transaction_mode="create_savepoint"),  # type: ignore[arg-type]
-        scopefunc=_app_ctx_id,
-    )
-    session = Session(bind=connection, join_transaction_mode="create_savepoint")
     try:
-        yield session
+        with sessions_on(connection) as session:
+            yield session
     finally:
-        session.close()
-        _db.session = original
         outer.rollback()
         connection.close()
 

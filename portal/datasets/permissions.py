@@ -262,6 +262,18 @@ def can_amend_request(user: Any, request: AccessRequest) -> bool:
     return u is not None and u.id == request.user_id
 
 
+@rule("Only the person who asked withdraws this request.")
+def can_withdraw_request(user: Any, request: AccessRequest) -> bool:
+    """The requester; and, by itself, the step that revokes or ends the access a renewal asks
+    more time on (there is nothing left to renew)."""
+    gone = (
+        request.is_renewal
+        and request.grant is not None
+        and request.grant.state in (GrantState.REVOKED, GrantState.ENDED)
+    )
+    return gone or can_amend_request(user, request)
+
+
 # --- grants --------------------------------------------------------------------------------------
 
 

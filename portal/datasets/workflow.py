@@ -154,7 +154,7 @@ REQUEST_WORKFLOW: Workflow[AccessRequest, R] = Workflow(
         "request_changes": permissions.can_decide_request,
         "decline": permissions.can_decide_request,
         "resubmit": permissions.can_amend_request,
-        "withdraw": permissions.can_amend_request,
+        "withdraw": permissions.can_withdraw_request,
     },
     mails={
         "approve": emails.request_decided,
@@ -272,6 +272,26 @@ def _close_agreement(session: AnySession, step: Step[Grant, G]) -> None:
         )
 
 
+def _close_stopped(session: AnySession, step: Step[Grant, G]) -> None:
+    """Access revoked or ended takes its unsigned agreement with it, and any renewal still asked
+    for it: there is nothing left to sign or to renew."""
+    _close_agreement(session, step)
+    for request in session.scalars(
+        select(AccessRequest).where(
+            AccessRequest.grant_id == step.obj.id,
+            AccessRequest.is_renewal.is_(True),
+            AccessRequest.state.in_((R.SUBMITTED, R.CHANGES_REQUESTED)),
+        )
+    ).all():
+        REQUEST_WORKFLOW.run(
+            session,
+            request,
+            "withdraw",
+            actor=step.actor,
+            reason=f"The access it asked more time on was {step.transition.to.label.lower()}.",
+        )
+
+
 GRANT_WORKFLOW: Workflow[Grant, G] = Workflow(
     name="dataset_grant",
     noun="access",
@@ -305,7 +325,7 @@ GRANT_WORKFLOW: Workflow[Grant, G] = Workflow(
         "revoke": _lock_agreement,
         "end": _lock_agreement,
     },
-    effects={"expire": _close_agreement, "revoke": _close_agreement, "end": _close_agreement},
+    effects={"expire": _close_agreement, "revoke": _close_stopped, "end": _close_stopped},
 )
 
 

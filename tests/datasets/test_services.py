@@ -366,6 +366,21 @@ def test_a_controlled_renewal_approved_moves_the_end_of_the_same_access(db: Sess
     assert grant.requests == [grant.origin_request, renewal]
 
 
+def test_revoking_access_withdraws_the_renewal_asked_for_it(db: Session) -> None:
+    grant = make_grant(db, days=20)
+    steward = grant.dataset.stewards[0].user
+    renewal = services.request_renewal(db, grant, actor=grant.user, intended_use=USE)
+    services.revoke(db, grant, actor=steward, reason="Shared outside the project.")
+    assert renewal.state == RequestState.WITHDRAWN
+    (withdrawn,) = events(db, "dataset_request.withdraw", renewal)
+    assert withdrawn.actor_id == steward.id and "revoked" in withdrawn.details["reason"]
+    # Nobody else may withdraw a renewal of access that is still there.
+    other = make_grant(db, days=20)
+    open_renewal = services.request_renewal(db, other, actor=other.user, intended_use=USE)
+    with pytest.raises(PermissionDeniedError):
+        services.withdraw(db, open_renewal, actor=other.dataset.stewards[0].user)
+
+
 def test_expired_controlled_access_is_renewed(db: Session) -> None:
     grant = make_grant(db)
     grant.starts_on, grant.ends_on = days(-200), days(-1)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from portal.agreements import services as agreements
@@ -68,27 +67,42 @@ from portal.datasets.permissions import (
     stewards,
     visible_datasets,
 )
-from portal.dev.demo import FORMER_PEOPLE, PEOPLE, load, load_if_empty
+from portal.dev.demo import FORMER_PEOPLE, PEOPLE, load
 from portal.dev.demo_agreements import DEMO_IP
 from portal.dev.demo_allocations import PROJECTS
 from portal.extensions import db as flask_db
 from portal.institutions.models import Institution, InstitutionState
 from portal.notifications.models import OutboxMessage, SentReminder
 from portal.proposals.models import CallResource, Proposal, ProposalState, Resource
+from tests.support.app import sessions_on
 
 
-@pytest.fixture
-def attachments_in_tmp(app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo's proposal PDFs go to the test's own folder."""
-    monkeypatch.setitem(app.config, "ATTACHMENT_FOLDER", str(tmp_path / "attachments"))
-
-
-@pytest.fixture
-def demo(app: Flask, db: Session, attachments_in_tmp: None) -> Iterator[Session]:
-    """The demo loaded into the test's database (rolled back after the test)."""
+@pytest.fixture(scope="module")
+def _demo_loaded(app: Flask, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
+    """The demo loaded once per database for this module's tests, in a transaction rolled back
+    at the end (each test works in a savepoint of it: loading it for each test took minutes)."""
     with app.app_context():
-        load(db)
-        yield db
+        engine = flask_db.engine
+    connection = engine.connect()
+    outer = connection.begin()
+    folder = app.config["ATTACHMENT_FOLDER"]
+    app.config["ATTACHMENT_FOLDER"] = str(tmp_path_factory.mktemp("demo") / "attachments")
+    try:
+        with sessions_on(connection) as session, app.app_context():
+            load(session)
+            session.commit()  # releases the savepoint: the demo stays for the module's tests
+        yield connection
+    finally:
+        app.config["ATTACHMENT_FOLDER"] = folder
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def demo(app: Flask, _demo_loaded: Connection) -> Iterator[Session]:
+    """The demo, loaded for the module; what a test changes is rolled back after it."""
+    with sessions_on(_demo_loaded) as session, app.app_context():
+        yield session
 
 
 def _person(db: Session, login: str) -> User:
@@ -263,18 +277,6 @@ def test_a_former_signing_official_is_disabled_and_asked_for_nothing(demo: Sessi
         assert user.is_disabled
         assert demo.scalar(select(func.count()).where(Signature.signed_by_id == user.id))
         assert demo.scalars(signable_signatures(user)).all() == []
-
-
-def test_loading_twice_loads_once(app: Flask, db: Session, attachments_in_tmp: None) -> None:
-    """``make run`` loads the demo on first start only (its database already has institutions)."""
-    with app.app_context():
-        first = load_if_empty()
-        again = load_if_empty()
-        assert first is not None and first["agreements"] == 28 and first["allocations"] == 10
-        assert (first["datasets"], first["access requests"], first["grants"]) == (10, 13, 12)
-        assert again is None
-        assert flask_db.session.scalar(select(func.count()).select_from(Agreement)) == 28
-        assert flask_db.session.scalar(select(func.count()).select_from(Allocation)) == 10
 
 
 # --- allocations ---------------------------------------------------------------------------------

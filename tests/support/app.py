@@ -3,11 +3,17 @@ that are not about logging in; those use ``tests/support/oidc.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask.testing import FlaskClient
+from flask_sqlalchemy.session import _app_ctx_id
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from portal.auth.models import User
+from portal.extensions import db as _db
 
 TEST_CONFIG: dict[str, Any] = {
     "ENV": "testing",
@@ -17,6 +23,25 @@ TEST_CONFIG: dict[str, Any] = {
     "RATELIMIT_ENABLED": False,
     "SERVER_NAME": "portal.test",
 }
+
+
+@contextmanager
+def sessions_on(connection: Connection) -> Iterator[Session]:
+    """A test's session, with the app's sessions (``db.session``) joining ``connection`` too, each
+    working in SAVEPOINTs of the transaction open on it: a ``commit()`` only releases a savepoint,
+    and what is not committed is rolled back when the block ends."""
+    original = _db.session
+    _db.session = scoped_session(
+        # Flask-SQLAlchemy's own Session subclass adds nothing the tests' code paths use.
+        sessionmaker(bind=connection, join_transaction_mode="create_savepoint"),  # type: ignore[arg-type]
+        scopefunc=_app_ctx_id,
+    )
+    session = Session(bind=connection, join_transaction_mode="create_savepoint")
+    try:
+        yield session
+    finally:
+        session.close()
+        _db.session = original
 
 
 def login(client: FlaskClient, user: User) -> FlaskClient:
