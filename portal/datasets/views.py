@@ -76,11 +76,6 @@ from portal.proposals.permissions import can_view_proposal, partner_institutions
 bp = Blueprint("datasets", __name__, url_prefix="/datasets")
 
 
-def _todo() -> ResponseReturnValue:
-    """The placeholder answer of a page not written yet (``access_views`` imports it)."""
-    abort(501)
-
-
 #: What each tier takes, as the catalog and the dataset page say it.
 WHAT_IT_TAKES = {
     AccessTier.OPEN: "Open: download freely",
