@@ -15,6 +15,7 @@ from portal.extensions import db as _db
 from tests.databases import IN_CI, temporary_database
 from tests.notifications.smtp import no_unexpected_smtp  # noqa: F401 - autouse: no stray SMTP
 from tests.support.app import TEST_CONFIG, sessions_on
+from tests.support.journey import portal, smtp  # noqa: F401 - module fixtures of the journeys
 from tests.support.live import LIVE_DATABASES, live_app
 
 

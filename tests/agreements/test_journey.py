@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,29 +22,12 @@ from portal.proposals.models import ProposalState
 from tests.browser import chromium
 from tests.factories import make_agreement_template, make_institution, make_proposal, make_user
 from tests.notifications.smtp import SmtpServer, allow_smtp
-from tests.support.journey import deliver, page_as, served_portal
+from tests.support.journey import deliver, mails, page_as
 from tests.support.live import live_session
 
 pytestmark = pytest.mark.browser
 
 TITLE = "Contribution — Signing journey project"
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def portal(
-    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer
-) -> Iterator[tuple[Flask, str]]:
-    with served_portal(tmp_path_factory.mktemp("agreement-journey"), smtp) as served:
-        yield served
 
 
 def _sign(page: Any, url: str, name: str) -> str:
@@ -60,10 +42,6 @@ def _sign(page: Any, url: str, name: str) -> str:
     page.get_by_role("button", name=re.compile("^Sign as")).click()
     page.wait_for_url(re.compile(r".*/agreements/\d+$"))
     return str(page.content())
-
-
-def _mails(smtp: SmtpServer) -> set[tuple[str, str]]:
-    return {(m.rcpt_tos[0], str(m.message["Subject"])) for m in smtp.received}
 
 
 def test_pi_official_and_officer_sign_and_the_pdf_verifies(
@@ -90,7 +68,7 @@ def test_pi_official_and_officer_sign_and_the_pdf_verifies(
     agreement_id, pi_id, official_id, officer_id = ids
 
     deliver(app)
-    assert ("pat@journey.edu", f"Please sign: {TITLE}") in _mails(smtp)
+    assert ("pat@journey.edu", f"Please sign: {TITLE}") in mails(smtp)
 
     with chromium() as browser:
         # The project page says the GPU-hours wait for the agreement, and who must sign.
@@ -101,12 +79,12 @@ def test_pi_official_and_officer_sign_and_the_pdf_verifies(
 
         _sign(pi_page, url, "Pat Investigator")
         deliver(app)
-        assert ("sofia@journey.edu", f"Please sign: {TITLE}") in _mails(smtp)
+        assert ("sofia@journey.edu", f"Please sign: {TITLE}") in mails(smtp)
 
         page = _sign(page_as(browser, app, url, official_id), url, "Sofía Núñez")
         assert "Signing official for Signing Journey University" in page
         deliver(app)
-        assert ("olga@atom-lab.org", f"Please sign: {TITLE}") in _mails(smtp)
+        assert ("olga@atom-lab.org", f"Please sign: {TITLE}") in mails(smtp)
 
         staff = page_as(browser, app, url, officer_id)
         _sign(staff, url, "Olga Officer")
@@ -143,4 +121,4 @@ def test_pi_official_and_officer_sign_and_the_pdf_verifies(
     deliver(app)
     signed = f"Signed by every party: {TITLE}"
     for address in ("pat@journey.edu", "sofia@journey.edu", "olga@atom-lab.org"):
-        assert (address, signed) in _mails(smtp)
+        assert (address, signed) in mails(smtp)

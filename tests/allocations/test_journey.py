@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 
 import pytest
 from flask import Flask
@@ -19,33 +18,12 @@ from portal.proposals.models import Call
 from tests.browser import chromium
 from tests.factories import make_call, make_institution, make_project_allocation, make_user
 from tests.notifications.smtp import SmtpServer, allow_smtp
-from tests.support.journey import deliver, page_as, served_portal
+from tests.support.journey import deliver, mails, page_as
 from tests.support.live import live_session
 
 pytestmark = pytest.mark.browser
 
 PROJECT = "Burn-down journey project"
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def portal(
-    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer
-) -> Iterator[tuple[Flask, str]]:
-    with served_portal(tmp_path_factory.mktemp("supplement-journey"), smtp) as served:
-        yield served
-
-
-def _mails(smtp: SmtpServer) -> set[tuple[str, str]]:
-    return {(m.rcpt_tos[0], str(m.message["Subject"])) for m in smtp.received}
 
 
 def test_a_supplement_asked_approved_and_drawn(portal: tuple[Flask, str], smtp: SmtpServer) -> None:
@@ -88,7 +66,7 @@ def test_a_supplement_asked_approved_and_drawn(portal: tuple[Flask, str], smtp: 
         pi_page.wait_for_url(re.compile(r".*/allocations/requests/\d+$"))
         request_url = pi_page.url
         deliver(app)
-        assert ("olga@atom-lab.org", f"To decide: more hours for {PROJECT}") in _mails(smtp)
+        assert ("olga@atom-lab.org", f"To decide: more hours for {PROJECT}") in mails(smtp)
 
         staff = page_as(browser, app, url, officer_id)
         staff.goto(request_url)
@@ -108,4 +86,4 @@ def test_a_supplement_asked_approved_and_drawn(portal: tuple[Flask, str], smtp: 
         assert stored.call_resource.allocated_hours == 1_500
         db.session.remove()
     deliver(app)
-    assert ("pat@burndown.edu", f"Approved: more hours for {PROJECT}") in _mails(smtp)
+    assert ("pat@burndown.edu", f"Approved: more hours for {PROJECT}") in mails(smtp)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,29 +20,12 @@ from portal.extensions import db
 from tests.browser import chromium
 from tests.factories import make_agreement_template, make_dataset, make_institution, make_user
 from tests.notifications.smtp import SmtpServer, allow_smtp
-from tests.support.journey import deliver, page_as, served_portal
+from tests.support.journey import deliver, page_as
 from tests.support.live import live_session
 
 pytestmark = pytest.mark.browser
 
 DATASET = "Clinical Notes Journey Corpus"
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def portal(
-    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer
-) -> Iterator[tuple[Flask, str]]:
-    with served_portal(tmp_path_factory.mktemp("dataset-journey"), smtp) as served:
-        yield served
 
 
 def _mails(smtp: SmtpServer) -> list[tuple[str, str]]:

@@ -5,7 +5,6 @@ at a real SMTP server."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,30 +17,13 @@ from portal.proposals.models import Proposal, ProposalState
 from tests.browser import chromium
 from tests.factories import make_call, make_institution, make_user
 from tests.notifications.smtp import SmtpServer, allow_smtp
-from tests.support.journey import deliver, page_as, served_portal
+from tests.support.journey import deliver, page_as
 from tests.support.live import live_session
 
 pytestmark = pytest.mark.browser
 
 PLAN = "We will train open models and release them with their code and data. " * 10
 ABSTRACT = "Open models for reasoning in many languages, released with weights and code. " * 4
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def portal(
-    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer
-) -> Iterator[tuple[Flask, str]]:
-    with served_portal(tmp_path_factory.mktemp("journey"), smtp) as served:
-        yield served
 
 
 def test_draft_invite_attach_submit_endorse_with_every_mail(

@@ -5,7 +5,6 @@ with awarded GPU-hours; the PI receives the decision mail at a real SMTP server 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +17,12 @@ from portal.proposals.models import Proposal, ProposalState
 from tests.browser import chromium
 from tests.factories import make_call, make_institution, make_proposal, make_user
 from tests.notifications.smtp import SmtpServer, allow_smtp
-from tests.support.journey import deliver, page_as, served_portal
+from tests.support.journey import deliver, page_as
 from tests.support.live import live_session
 
 pytestmark = pytest.mark.browser
 
 COMMENT = "A clear plan with open outputs; please report the baselines in full."
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def portal(
-    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer
-) -> Iterator[tuple[Flask, str]]:
-    with served_portal(tmp_path_factory.mktemp("review-journey"), smtp) as served:
-        yield served
 
 
 def _score(page: Any, url: str, assignment_id: int, scores: tuple[str, str]) -> None:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flask import Flask
 
 from portal.extensions import db
@@ -47,3 +48,31 @@ def deliver(app: Flask) -> None:
     with app.app_context():
         deliver_pending(db.session)
         db.session.remove()
+
+
+# --- the module fixtures every journey uses (registered in tests/conftest.py) -------------------
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server for the journey's mail."""
+    server = SmtpServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def portal(
+    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer, request: pytest.FixtureRequest
+) -> Iterator[tuple[Flask, str]]:
+    """The portal served for the journey's module (app, base URL), its mail going to ``smtp``."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    with served_portal(tmp_path_factory.mktemp(name), smtp) as served:
+        yield served
+
+
+def mails(smtp: SmtpServer) -> set[tuple[str, str]]:
+    """(recipient, subject) of every mail ``smtp`` received."""
+    return {(m.rcpt_tos[0], str(m.message["Subject"])) for m in smtp.received}

@@ -48,7 +48,10 @@ CLIENT_SIGNED_USERINFO = "portal-signed-userinfo"
 CLIENT_SECRET = "node-idp-test-secret-0123456789abcdef"
 
 _READY = re.compile(r"^NODE_IDP_READY (\{.*\})$", re.MULTILINE)
-_START_TRIES = 600  # x 25 ms: up to 15 s for node to load the provider and generate its keys
+#: Polls (x 25 ms) for node to load the provider and generate its keys: up to 2 minutes, since
+#: a loaded 2-core machine running the suite on every core may take far longer than the usual 1 s;
+#: a provider that exits early is reported at once.
+_START_TRIES = 4800
 _POLL_INTERVAL = 0.025
 _NPM_CI_TIMEOUT = 300
 
