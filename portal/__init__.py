@@ -67,6 +67,9 @@ DOMAINS = (
     "portal.agreements",
     "portal.allocations",
     "portal.datasets",
+    "portal.outputs",
+    "portal.console",
+    "portal.public",
     "portal.api",
     "portal.dev",
 )
@@ -82,5 +85,6 @@ def _import_models() -> None:
     import portal.datasets.models
     import portal.institutions.models
     import portal.notifications.models
+    import portal.outputs.models
     import portal.proposals.models
     import portal.reviews.models  # noqa: F401

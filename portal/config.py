@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     # event, repeats are counted; beyond the limit in a window the answer is 429.
     "REFUSAL_WINDOW_SECONDS": 60,
     "REFUSAL_LIMIT": 60,
+    # --- Public pages (portal/public) ---
+    # How long a public page is kept by the app and may be kept by browsers (0: not at all).
+    "PUBLIC_CACHE_SECONDS": 300,
     # --- Peer review (portal/reviews) ---
     # Past affiliations count as a conflict of interest for this many years after they ended.
     "CONFLICT_YEARS": 3,

@@ -79,7 +79,11 @@ def make_ror(n: int) -> str:
 def make_institution(
     session: AnySession, *, state: InstitutionState = InstitutionState.PARTNER, **kw: Any
 ) -> Institution:
+    """An institution in ``state``; a partner (or a suspended one) has been one since today
+    unless ``partner_since`` says otherwise (the ``join`` step sets it in real life)."""
     n = next(_seq)
+    if state in (InstitutionState.PARTNER, InstitutionState.SUSPENDED):
+        kw.setdefault("partner_since", utcnow().date())
     inst = Institution(
         name=kw.pop("name", f"University {n}"),
         country=kw.pop("country", "US"),

@@ -30,6 +30,9 @@ FIELDS = [
     "website", "email_domains", "slug", "kind", "issuer", "client_id", "discovery_url", "scopes",
     "algorithms", "enabled", "served_text", "List-Unsubscribe", "format", "tier", "dataset",
     "intended_use", "accepted", "proposal_id", "expiring", "show", "ends_on", "licence", "size",
+    "statement", "officials", "technical_contact_name", "technical_contact_email",
+    "idp_entity_id", "answer", "ror", "entity_id", "provider_id", "url", "doi", "license",
+    "released_on", "planned_output_id", "summary", "outcomes", "public_name", "field",
 ]  # fmt: skip
 
 #: Values known to break careless code: NUL (PostgreSQL refuses it in text), Unicode digits

@@ -30,6 +30,12 @@ PUBLIC = {
     "datasets.detail",  # one open or registered dataset (others send anonymous visitors to log in)
     "api.openapi",  # the operator API's OpenAPI document
     "api.docs",  # the operator API's operations, as a page
+    "public.overview",  # the program's public face: overview with charts
+    "public.partners",  # the partner directory
+    "public.institution",  # one partner (others: 404)
+    "public.projects",  # awarded projects (consenting PIs named)
+    "public.project",  # one awarded project (others: 404)
+    "public.calls",  # open calls
     "static",
 }
 ROLES = [None, *Role]

@@ -41,7 +41,7 @@ class TemplateDetailsForm(FlaskForm):
     auto_issue = BooleanField(
         "Issue automatically",
         description=(
-            "Partnership: when an institution's review starts; project contribution: when a "
+            "Partnership: when an institution's application is approved; project contribution: when a "
             "project is approved. Only one template of a kind is issued automatically; choosing "
             "this one unsets the other."
         ),

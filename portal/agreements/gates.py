@@ -1,7 +1,7 @@
-"""The gates agreements open: an institution becomes (and is reinstated as) a partner only with a
-partnership agreement in force; a project's awarded GPU-hours are usable only once its
-contribution agreement is fully signed. Each closed gate says which agreement, who must sign next,
-and links to it (``portal.core.hooks.Blocker``).
+"""The gates agreements open: an approved institution becomes (and a suspended one is reinstated
+as) a partner only with a partnership agreement in force; a project's awarded GPU-hours are
+usable only once its contribution agreement is fully signed. Each closed gate says which
+agreement, who must sign next, and links to it (``portal.core.hooks.Blocker``).
 
 The compute domain reads ``USE_COMPUTE`` with ``portal.core.hooks.check_gates``.
 """
@@ -21,7 +21,7 @@ from portal.notifications.rendering import external_url
 from portal.proposals.models import Proposal, ProposalState
 
 #: The gate keys (``<workflow>.<action>``; ``proposal.use_compute`` is read by the compute domain).
-INSTITUTION_APPROVE = "institution.approve"
+INSTITUTION_JOIN = "institution.join"
 INSTITUTION_REINSTATE = "institution.reinstate"
 USE_COMPUTE = hooks.USE_COMPUTE
 
@@ -98,8 +98,7 @@ def institution_notice(institution: Institution) -> Blocker | None:
     """On the institution's page while approval (or reinstatement) waits for the agreement."""
     session = object_session(institution)
     if session is None or institution.state not in (
-        InstitutionState.APPLIED,
-        InstitutionState.UNDER_REVIEW,
+        InstitutionState.APPROVED,
         InstitutionState.SUSPENDED,
         InstitutionState.PARTNER,
     ):

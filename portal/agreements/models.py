@@ -56,7 +56,7 @@ class AgreementTemplate(TimestampMixin, Base):
     kind: Mapped[AgreementKind] = mapped_column(enum_type(AgreementKind, "agreement_kind"))
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
-    #: Issued by itself when its moment comes (an institution's review starts, a project is
+    #: Issued by itself when its moment comes (an institution is approved, a project is
     #: approved); at most one template of a kind is.
     auto_issue: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

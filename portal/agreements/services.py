@@ -34,7 +34,8 @@ from portal.core import audit
 from portal.core.errors import ConflictError, NotFoundError, ValidationError
 from portal.core.models import AnySession, utcnow
 from portal.core.permissions import check
-from portal.institutions.models import Institution
+from portal.institutions.models import Institution, InstitutionState
+from portal.institutions.workflow import INSTITUTION_WORKFLOW
 from portal.proposals.models import Proposal, ProposalState, TeamRole
 
 _T = TypeVar("_T")
@@ -441,8 +442,8 @@ def in_force(
     return next((a for a in signed if a.counts_on(today)), None)
 
 
-def issue_for_institution_review(session: AnySession, step: object) -> None:
-    """Follow-up of ``institution.start_review``: the partnership agreement goes out."""
+def issue_for_approved_institution(session: AnySession, step: object) -> None:
+    """Follow-up of ``institution.approve``: the partnership agreement goes out."""
     institution = getattr(step, "obj")  # noqa: B009 - a workflow step
     issue_automatically(
         session,
@@ -451,6 +452,54 @@ def issue_for_institution_review(session: AnySession, step: object) -> None:
         institution.id,
         actor=getattr(step, "actor"),  # noqa: B009
     )
+
+
+def join_on_partnership_signed(session: AnySession, step: object) -> None:
+    """Follow-up of ``agreement.complete``: an approved institution whose partnership agreement is
+    now signed by both sides becomes a partner (the last signer takes the step)."""
+    agreement = getattr(step, "obj")  # noqa: B009 - a workflow step
+    institution = agreement.institution
+    if (
+        agreement.kind == AgreementKind.PARTNERSHIP
+        and institution is not None
+        and institution.state == InstitutionState.APPROVED
+    ):
+        INSTITUTION_WORKFLOW.run(
+            session,
+            institution,
+            "join",
+            actor=getattr(step, "actor"),  # noqa: B009
+            agreement=agreement.id,
+        )
+
+
+def institution_ended(session: AnySession, institution_id: int) -> bool:
+    """Whether an institution is out of the program (declined or withdrawn): its agreements are
+    not asked for again, and may be withdrawn by the step that ended it."""
+    state = session.scalar(select(Institution.state).where(Institution.id == institution_id))
+    return state is None or state in (InstitutionState.DECLINED, InstitutionState.WITHDRAWN)
+
+
+def withdraw_for_ended_institution(session: AnySession, step: object) -> None:
+    """Follow-up of ``institution.withdraw``: an agreement still being signed for the institution
+    goes with it — nobody is left asked to sign for a partnership that will not be."""
+    institution = getattr(step, "obj")  # noqa: B009 - a workflow step
+    waiting = session.scalars(
+        _of_subject(
+            AgreementKind.PARTNERSHIP,
+            SubjectType.INSTITUTION,
+            institution.id,
+            AgreementState.AWAITING,
+        )
+    ).all()
+    for agreement in waiting:
+        AGREEMENT_WORKFLOW.run(
+            session,
+            agreement,
+            "withdraw",
+            actor=getattr(step, "actor"),  # noqa: B009
+            reason=f"{institution.name} was withdrawn from the program.",
+        )
 
 
 def issue_for_approved_project(session: AnySession, step: object) -> None:
@@ -480,7 +529,17 @@ def _same_name(typed: str, name: str) -> bool:
 
 def _locked(session: AnySession, agreement: Agreement) -> Agreement:
     """Take the agreement's row lock (PostgreSQL; SQLite serialises writers) and re-read its
-    signatures, so two parties signing at once see each other's signature."""
+    signatures, so two parties signing at once see each other's signature.
+
+    The institution party's row is locked first: a step on the institution (withdrawing it, say)
+    holds that row and then changes its agreements, and the last signature changes the
+    institution (it joins) — both take the two locks in the same order, so neither deadlocks."""
+    if agreement.institution_id is not None:
+        session.execute(
+            select(Institution.id)
+            .where(Institution.id == agreement.institution_id)
+            .with_for_update()
+        )
     session.execute(select(Agreement.id).where(Agreement.id == agreement.id).with_for_update())
     session.execute(
         select(Agreement)

@@ -83,10 +83,9 @@ SIGNED_STATES = (AgreementState.ACTIVE, AgreementState.SUPERSEDED)
 #: The kinds program staff issue from these pages, and the subjects each is issued for
 #: (data-use agreements are issued by the datasets domain, for an access request).
 ISSUABLE = (AgreementKind.PARTNERSHIP, AgreementKind.CONTRIBUTION)
-#: Institutions a partnership agreement may be issued for: being vetted, or a partner (again).
+#: Institutions a partnership agreement may be issued for: approved, or a partner (again).
 PARTNERSHIP_SUBJECT_STATES = (
-    InstitutionState.APPLIED,
-    InstitutionState.UNDER_REVIEW,
+    InstitutionState.APPROVED,
     InstitutionState.PARTNER,
     InstitutionState.SUSPENDED,
 )

@@ -44,6 +44,8 @@ class User(TimestampMixin, Base):
     is_disabled: Mapped[bool] = mapped_column(default=False)
     #: The person set their name in the portal: logins no longer replace it with the provider's.
     name_edited: Mapped[bool] = mapped_column(default=False, server_default=false())
+    #: The person agreed to be named on the program's public pages (as a project's PI).
+    public_name: Mapped[bool] = mapped_column(default=False, server_default=false())
     last_login_at: Mapped[dt.datetime | None]
 
     identities: Mapped[list[Identity]] = relationship(

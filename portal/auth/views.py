@@ -66,6 +66,7 @@ from portal.core.web import (
 )
 from portal.extensions import csrf, db, limiter
 from portal.institutions.models import Institution
+from portal.public.services import set_public_name
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 #: Administration pages that are not about logging in (the audit log).
@@ -404,6 +405,29 @@ def rename() -> ResponseReturnValue:
             f"The portal calls you {u.display_name}."
             if u.name_edited
             else "Your name follows your identity provider again from your next login."
+        ),
+    )
+
+
+#: What an unticked box may send instead of nothing (as WTForms' BooleanField reads it).
+_NOT_TICKED = ("", "false", "0", "n", "no", "off")
+
+
+@bp.post("/account/public-name")
+@login_required
+def public_name() -> ResponseReturnValue:
+    """The consent to be named on the program's public pages (``portal.public``): the box
+    ``public_name`` ticked or not, with the CSRF token."""
+    consent = request.form.get("public_name", "").strip().lower() not in _NOT_TICKED
+    return post_action(
+        ConfirmForm(),
+        lambda: set_public_name(db.session, current_user, actor=current_user, consent=consent),
+        back=url_for(".account"),
+        done=lambda u: (
+            "The program's public pages name you as the principal investigator of your awarded "
+            "projects (within a few minutes)."
+            if u.public_name
+            else "The program's public pages no longer name you (within a few minutes)."
         ),
     )
 

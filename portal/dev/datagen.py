@@ -4,11 +4,19 @@ Rows are written with bulk INSERTs (not one service call each) so that the scale
 seconds, not hours; the values still satisfy every constraint, and every rule the services keep:
 each partner (and suspended partner) has a partnership agreement in force, signed by its signing
 official and countersigned by a program officer. Later domains add their own tables here.
+
+Institutions are real organisations: records of the ROR subset the portal ships (universities
+first), with their names, countries, websites and domains — never invented ROR ids or domains.
+Those already in the database (the demo's) are skipped; beyond the subset's records with domains,
+institutions have no ROR id and a domain under the reserved ``.example`` top-level domain.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +52,8 @@ from portal.institutions.models import (
     InstitutionDomain,
     InstitutionState,
 )
-from portal.institutions.services import ror_checksum
+from portal.institutions.ror import DATA_FILE
 
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 BATCH = 5000
 
 
@@ -57,9 +64,42 @@ class Scale:
     audit_events: int = 50_000
 
 
-def _ror(n: int) -> str:
-    base = "0" + "".join(_CROCKFORD[(n >> (5 * i)) % 32] for i in range(6))[::-1]
-    return f"https://ror.org/{base}{ror_checksum(base):02d}"
+@dataclass(frozen=True)
+class _Org:
+    name: str
+    ror_id: str | None
+    country: str
+    website: str | None
+    domain: str
+
+
+def _organisations(session: AnySession, count: int, rng: random.Random) -> list[_Org]:
+    """``count`` organisations for new institutions: records of the ROR subset with a domain,
+    universities first (each group in an order drawn from ``rng``), leaving out ROR ids and
+    domains already in the database and domains two records share; then made-up ``.example``
+    ones without a ROR id."""
+    taken_ids = set(
+        session.scalars(select(Institution.ror_id).where(Institution.ror_id.is_not(None)))
+    )
+    taken_domains = set(session.scalars(select(InstitutionDomain.domain)))
+    records = json.loads(DATA_FILE.read_text(encoding="utf-8"))
+    uses = Counter(d.lower() for r in records for d in r.get("domains") or ())
+    universities: list[_Org] = []
+    others: list[_Org] = []
+    for r in records:
+        domains = [d.lower() for d in r.get("domains") or () if uses[d.lower()] == 1]
+        if not domains or r["id"] in taken_ids or domains[0] in taken_domains:
+            continue
+        org = _Org(r["name"], r["id"], r["country_code"], r.get("website"), domains[0])
+        (universities if "education" in (r.get("types") or ()) else others).append(org)
+    rng.shuffle(universities)
+    rng.shuffle(others)
+    chosen = (universities + others)[:count]
+    for n in range(len(chosen), count):
+        chosen.append(
+            _Org(f"Generated institution {n + 1}", None, "US", None, f"inst{n + 1}.example")
+        )
+    return chosen
 
 
 def _bulk(session: AnySession, model: Any, rows: list[dict[str, Any]]) -> None:
@@ -75,25 +115,32 @@ def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]
     first_user = (session.scalar(select(User.id).order_by(User.id.desc())) or 0) + 1
     states = [InstitutionState.PARTNER] * 8 + [InstitutionState.APPLIED, InstitutionState.SUSPENDED]
     insts: list[dict[str, Any]] = []
-    for k in range(scale.institutions):
+    domains: dict[int, str] = {}
+    for k, org in enumerate(_organisations(session, scale.institutions, rng)):
         n = first_inst + k
         state = rng.choice(states)
-        if k >= scale.users:
-            # Without a signing official (one per institution, below) nobody signed for it.
+        if k >= scale.users or org.ror_id is None:
+            # Without a signing official (one per institution, below) nobody signed for it; a
+            # partner has a ROR id.
             state = InstitutionState.APPLIED
+        joined = state in (InstitutionState.PARTNER, InstitutionState.SUSPENDED)
         insts.append(
             {
                 "id": n,
-                "name": f"University of Place {n}",
-                "short_name": f"UP{n}",
-                "ror_id": _ror(900_000 + n),
-                "country": rng.choice(["US", "DE", "JP", "KE", "BR", "IN"]),
+                "name": org.name,
+                "ror_id": org.ror_id,
+                "country": org.country,
+                "website": org.website,
                 "state": state,
                 "state_changed_at": now,
+                "partner_since": now.date() - dt.timedelta(days=rng.randint(30, 1500))
+                if joined
+                else None,
                 "created_at": now,
                 "updated_at": now,
             }
         )
+        domains[n] = org.domain
     _bulk(session, Institution, insts)
     _bulk(
         session,
@@ -101,7 +148,7 @@ def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]
         [
             {
                 "institution_id": i["id"],
-                "domain": f"place{i['id']}.edu",
+                "domain": domains[i["id"]],
                 "state": DomainState.VERIFIED,
                 "method": DomainProof.STAFF,
                 "verified_at": now,
@@ -119,7 +166,7 @@ def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]
             {
                 "id": uid,
                 "display_name": f"Person {uid}",
-                "email": f"p{uid}@place{inst}.edu",
+                "email": f"p{uid}@{domains[inst]}",
                 "email_verified": True,
                 "is_disabled": False,
                 "created_at": now,
@@ -129,9 +176,10 @@ def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]
         identities.append(
             {
                 "user_id": uid,
-                "issuer": f"https://idp.place{inst}.edu",
+                # Not the institution's real identity provider: a made-up one per institution.
+                "issuer": f"https://idp-{inst}.datagen.example",
                 "subject": f"s{uid}",
-                "email": f"p{uid}@place{inst}.edu",
+                "email": f"p{uid}@{domains[inst]}",
                 "email_verified": True,
                 "claims": {},
                 "created_at": now,

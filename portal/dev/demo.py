@@ -22,115 +22,76 @@ from portal.auth.models import Identity, Role, RoleGrant, User
 from portal.auth.services import set_user_disabled
 from portal.core import audit
 from portal.core.database import write_intent
+from portal.core.dates import add_months
 from portal.core.models import AnySession, utcnow
 from portal.datasets import services as datasets
 from portal.datasets.models import AccessRequest, AccessTier, Dataset, Grant
 from portal.dev.demo_agreements import load_agreements, load_templates, sign_partnership
 from portal.dev.demo_allocations import load_allocations, load_follow_ups
+from portal.dev.demo_applications import load_applications, ror_record
 from portal.dev.demo_datasets import load_datasets
+from portal.dev.demo_outputs import load_outputs
 from portal.dev.demo_proposals import load_proposals
 from portal.dev.demo_reviews import load_reviews
 from portal.extensions import db
 from portal.institutions import domains as domain_proof
 from portal.institutions import services as institutions
 from portal.institutions.models import Affiliation, AffiliationSource, AffiliationState, Institution
+from portal.outputs import services as outputs
+from portal.outputs.models import FinalReport, ReleasedOutput
 from portal.proposals.models import Proposal, Resource
+from portal.public.services import set_public_name
 
 demo_cli = AppGroup("demo", help="Demo data for trying the portal.")
 
 
 @dataclass(frozen=True)
 class DemoInstitution:
+    """A university registered by program staff (before applications came in through the portal).
+
+    Its name, country, website and e-mail domains are its record in the shipped ROR subset
+    (``portal/institutions/data/ror-subset.json``): real organisations, never invented ones."""
+
     key: str
-    name: str
-    short: str
     ror: str
-    country: str
-    domains: tuple[str, ...]
-    website: str
-    #: The lifecycle actions taken after registration.
+    short: str
+    #: The lifecycle actions taken after registration (``approve`` issues the partnership
+    #: agreement, which its signing official and the program officer then sign: a partner).
     path: tuple[str, ...]
-    #: E-mail domains claimed but not yet proven (``domains`` are verified by staff).
+    #: Those of its ROR domains not proven yet (the others are verified by staff).
     pending_domains: tuple[str, ...] = ()
     #: The lifecycle actions taken once its projects have run (``demo_allocations``).
     later: tuple[str, ...] = ()
+    #: How long ago it became a partner (the directory's "partner since"; the demo is loaded in
+    #: one go, so the history is dated afterwards: ``_date_history``).
+    partner_months: int = 12
 
 
+#: The partners, registered by program staff; the other demo institutions applied through the
+#: portal (``demo_applications``).
 INSTITUTIONS = [
     DemoInstitution(
-        "north",
-        "Northlake University",
-        "NLU",
-        "https://ror.org/00nvk0a10",
-        "US",
-        ("northlake.edu",),
-        "https://www.northlake.edu",
+        "charlotte",
+        "https://ror.org/04dawnj30",
+        "UNC Charlotte",
         ("start_review", "approve"),
-        pending_domains=("northlake-health.org",),
+        pending_domains=("uncc.edu",),
+        partner_months=34,
     ),
     DemoInstitution(
-        "tum",
-        "Technische Universität Rheinfeld",
-        "TUR",
-        "https://ror.org/02tqr0b67",
-        "DE",
-        ("tu-rheinfeld.de",),
-        "https://www.tu-rheinfeld.de",
-        ("start_review", "approve"),
+        "tum", "https://ror.org/02kkvpp62", "TUM", ("start_review", "approve"), partner_months=27
     ),
     DemoInstitution(
-        "kyo",
-        "Kyoto Institute of Open Science",
-        "KIOS",
-        "https://ror.org/03kq5c315",
-        "JP",
-        ("kios.ac.jp",),
-        "https://www.kios.ac.jp",
-        ("start_review", "approve"),
+        "keio", "https://ror.org/02kn6nx58", "Keio", ("start_review", "approve"), partner_months=15
     ),
+    # A partner long enough for a project of its own to run, whose allocation its suspension stops.
     DemoInstitution(
-        "sav",
-        "Savanna Technical College",
-        "STC",
-        "https://ror.org/04sc7d460",
-        "KE",
-        ("savanna-tech.ac.ke",),
-        "https://savanna-tech.ac.ke",
-        ("start_review",),
-    ),
-    DemoInstitution(
-        "lag",
-        "Lagos Polytechnic of Data",
-        "LPD",
-        "https://ror.org/05pd9e542",
-        "NG",
-        ("lpd.edu.ng",),
-        "https://lpd.edu.ng",
-        (),
-    ),
-    # A real ROR record (shared/data/ror), so the suspended partner has a genuine ROR id. It was
-    # a partner long enough for a project of its own to run, whose allocation its suspension stops.
-    DemoInstitution(
-        "uw",
-        "University Centre of the Westfjords",
-        "UW",
+        "westfjords",
         "https://ror.org/00z2vfv58",
-        "IS",
-        ("uw.is",),
-        "https://www.uw.is",
+        "UW",
         ("start_review", "approve"),
         later=("suspend",),
-    ),
-    # An application withdrawn before review: no ROR id was ever given.
-    DemoInstitution(
-        "ala",
-        "Altiplano Institute of Data Science (demo)",
-        "AIDS",
-        "",
-        "BO",
-        (),
-        "",
-        ("withdraw",),
+        partner_months=20,
     ),
 ]
 
@@ -138,7 +99,6 @@ INSTITUTIONS = [
 REASONS = {
     "suspend": "Its signing official has left and no successor has been named; suspended until "
     "the university names one.",
-    "withdraw": "The institute decided to join through its national consortium instead.",
 }
 
 
@@ -150,15 +110,20 @@ class DemoPerson:
     email: str
     roles: tuple[tuple[Role, str | None], ...]
     title: str | None = None
+    #: Agrees to be named on the program's public pages (as a project's PI).
+    public_name: bool = False
+    #: What ``make run`` says about a login whose roles do not come from here.
+    about: str = ""
 
 
 PEOPLE = [
     DemoPerson("admin", "Alex Admin", "admin@atom-lab.org", ((Role.ADMIN, None),)),
     DemoPerson("officer", "Priya Officer", "priya@atom-lab.org", ((Role.PROGRAM_OFFICER, None),)),
+    # A PI who does not want to be named publicly: the public pages show his project without him.
     DemoPerson(
         "reviewer",
         "Rafael Reviewer",
-        "rafael@tu-rheinfeld.de",
+        "rafael@tum.de",
         ((Role.REVIEWER, None), (Role.RESEARCHER, "tum")),
         "faculty",
     ),
@@ -167,51 +132,95 @@ PEOPLE = [
     # A second steward, of other datasets: neither decides on the other's (``demo_datasets``).
     DemoPerson("steward2", "Lena Steward", "lena@atom-lab.org", ((Role.DATA_STEWARD, None),)),
     DemoPerson(
-        "professor", "Ada Lovelace", "ada@northlake.edu", ((Role.RESEARCHER, "north"),), "faculty"
+        "professor",
+        "Ada Lovelace",
+        "ada@charlotte.edu",
+        ((Role.RESEARCHER, "charlotte"),),
+        "faculty",
+        public_name=True,
     ),
     DemoPerson(
-        "student", "Sam Student", "sam@northlake.edu", ((Role.RESEARCHER, "north"),), "student"
+        "student",
+        "Sam Student",
+        "sam@charlotte.edu",
+        ((Role.RESEARCHER, "charlotte"),),
+        "student",
     ),
+    # Her console has something in every section: requests to join, members, proposals to
+    # endorse, agreements to sign, projects with hours and dataset grants, a domain to prove.
     DemoPerson(
         "official",
         "Olivia Official",
-        "olivia@northlake.edu",
-        ((Role.SIGNING_OFFICIAL, "north"),),
+        "olivia@charlotte.edu",
+        ((Role.SIGNING_OFFICIAL, "charlotte"),),
         "staff",
     ),
     DemoPerson(
-        "kyoto-prof", "Kenji Tanaka", "tanaka@kios.ac.jp", ((Role.RESEARCHER, "kyo"),), "faculty"
+        "keio-prof",
+        "Kenji Tanaka",
+        "tanaka@keio.ac.jp",
+        ((Role.RESEARCHER, "keio"),),
+        "faculty",
+        public_name=True,
     ),
     DemoPerson(
-        "kyoto-official", "Yuki Sato", "sato@kios.ac.jp", ((Role.SIGNING_OFFICIAL, "kyo"),), "staff"
+        "keio-official", "Yuki Sato", "sato@keio.ac.jp", ((Role.SIGNING_OFFICIAL, "keio"),), "staff"
     ),
     DemoPerson(
         "tum-official",
         "Jonas Becker",
-        "jonas.becker@tu-rheinfeld.de",
+        "jonas.becker@tum.de",
         ((Role.SIGNING_OFFICIAL, "tum"),),
         "staff",
     ),
-    # The institution under review: its partnership agreement waits for her signature.
+    # She applied for Laikipia University and accepted to be its signing official (so she holds
+    # the role from her invitation, not from here): approved, its partnership agreement signed by
+    # her waits for the program's countersignature (``demo_applications``).
     DemoPerson(
-        "savanna-official",
+        "laikipia-official",
         "Wanjiru Kamau",
-        "w.kamau@savanna-tech.ac.ke",
-        ((Role.SIGNING_OFFICIAL, "sav"),),
+        "w.kamau@laikipia.ac.ke",
+        (),
         "staff",
+        about="Signing official of Laikipia University (approved; its agreement waits on us)",
+    ),
+    # The application just received: Chinedu applied for his university (``demo_applications``).
+    DemoPerson(
+        "applicant",
+        "Chinedu Okafor",
+        "c.okafor@nutm.edu.ng",
+        (),
+        "faculty",
+        about="Applied for Nigerian University of Technology and Management",
+    ),
+    # The program asked for changes to her application: she edits it and sends it again.
+    DemoPerson(
+        "wits-applicant",
+        "Thandiwe Nkosi",
+        "t.nkosi@wits.ac.za",
+        (),
+        "faculty",
+        about="Applied for University of the Witwatersrand (changes requested)",
     ),
 ]
 
 #: People in the demo data who are no demo login (the demo identity provider does not list them):
-#: the Westfjords' researcher, whose project its suspension stopped.
+#: the Westfjords' researcher, whose project its suspension stopped, and the people who applied for
+#: the other universities or were named their signing officials (``demo_applications``).
 OTHER_PEOPLE = [
     DemoPerson(
         "westfjords-prof",
         "Katla Jonsdottir",
         "katla@uw.is",
-        ((Role.RESEARCHER, "uw"),),
+        ((Role.RESEARCHER, "westfjords"),),
         "faculty",
+        public_name=True,
     ),
+    DemoPerson("delft-applicant", "Pieter Jansen", "p.jansen@tudelft.nl", (), "faculty"),
+    DemoPerson("delft-official", "Marloes de Vries", "m.devries@tudelft.nl", (), "staff"),
+    DemoPerson("wits-dean", "Lerato Mokoena", "l.mokoena@wits.ac.za", (), "staff"),
+    DemoPerson("ufc-applicant", "Rafaela Sousa", "rafaela.sousa@ufc.br", (), "faculty"),
+    DemoPerson("ucb-applicant", "Mateo Quispe", "m.quispe@ucb.edu.bo", (), "faculty"),
 ]
 
 #: People who signed for a partner and have since left: their accounts are disabled (with the
@@ -222,7 +231,7 @@ FORMER_PEOPLE = [
             "uw-official",
             "Einar Sigurdsson",
             "einar@uw.is",
-            ((Role.SIGNING_OFFICIAL, "uw"),),
+            ((Role.SIGNING_OFFICIAL, "westfjords"),),
             "staff",
         ),
         "Left the University Centre of the Westfjords; the university has not named a successor.",
@@ -234,7 +243,8 @@ PENDING_REQUESTS = [
     DemoPerson("newcomer", "Nia Newcomer", "nia@gmail.example", (), "postdoc"),
 ]
 
-#: Earlier requests to join Northlake and how they ended (the official's lists show every state).
+#: Earlier requests to join UNC Charlotte and how they ended (the official's lists show every
+#: state).
 SETTLED_REQUESTS = [
     (
         DemoPerson("visitor", "Victor Visitor", "victor@mail.example", (), "visiting student"),
@@ -247,6 +257,9 @@ SETTLED_REQUESTS = [
         "",
     ),
 ]
+
+#: The institution the pending and settled requests asked to join.
+REQUESTED_INSTITUTION = "charlotte"
 
 
 def demo_issuer() -> str:
@@ -262,6 +275,9 @@ def _person(session: AnySession, p: DemoPerson, issuer: str) -> User:
     )
     session.add(user)
     session.flush()
+    if p.public_name:
+        # As on their account page: they agreed to be named on the public pages.
+        set_public_name(session, user, actor=user, consent=True)
     return user
 
 
@@ -315,17 +331,35 @@ def _grant_roles(
     audit.record(session, "user.create", actor=by, obj=user, source="demo")
 
 
-def load(session: AnySession) -> dict[str, int]:
-    """Create the demo institutions, people, calls, proposals, reviews, agreements, allocations and
-    their usage, datasets and access to them; returns counts. The database must be empty.
+def _date_history(session: AnySession, insts: dict[str, Institution]) -> None:
+    """The demo is made in one go, today; its history is dated as it would have happened: the
+    first partners joined over the past three years, and each project was approved a few weeks
+    before it started (the public overview's GPU-hours per month)."""
+    today = utcnow().date()
+    for d in INSTITUTIONS:
+        insts[d.key].partner_since = add_months(today, -d.partner_months)
+    for proposal in session.scalars(select(Proposal).where(Proposal.decided_at.is_not(None))):
+        if proposal.start_date is not None and proposal.start_date <= today:
+            decided = proposal.start_date - dt.timedelta(days=21)
+            proposal.decided_at = dt.datetime.combine(decided, dt.time(10), tzinfo=dt.UTC)
+    session.flush()
 
-    The order is the program's: institutions register; people and the agreement templates exist;
-    then each institution moves along its path — its review issues the partnership agreement, which
-    its signing official and the program officer sign before it is approved; then the calls and
+
+def load(session: AnySession) -> dict[str, int]:
+    """Create the demo institutions and applications, people, calls, proposals, reviews,
+    agreements, allocations and their usage, datasets and access to them, released outputs and
+    final reports; returns counts. The database must be empty.
+
+    The order is the program's: the first partners are registered by program staff; people and
+    the agreement templates exist; each partner is reviewed and approved — approval issues the
+    partnership agreement, and its signing official's signature and the program officer's
+    countersignature make it a partner; other universities apply through the portal, each
+    application in another state (``demo_applications``); people ask to join; then the calls and
     proposals, whose approval issues each project's contribution agreement and allocates its
     GPU-hours, which become usable once that agreement is signed; the clusters' usage; the
-    datasets catalog, access asked for, decided and signed for; last, what happened since: a
-    signing official left, their institution was suspended, the sweeps ran."""
+    datasets catalog, access asked for, decided and signed for; what the projects released and
+    their final reports; last, what happened since: a signing official left, their institution
+    was suspended, the sweeps ran."""
     bootstrap = User(display_name="Portal setup", email=None)
     session.add(bootstrap)
     session.flush()
@@ -335,23 +369,24 @@ def load(session: AnySession) -> dict[str, int]:
 
     insts: dict[str, Institution] = {}
     for d in INSTITUTIONS:
+        record = ror_record(d.ror)
         inst = institutions.register_institution(
             session,
             actor=bootstrap,
-            name=d.name,
-            country=d.country,
-            ror_id=d.ror or None,
+            name=record.name,
+            country=record.country_code,
+            ror_id=d.ror,
             short_name=d.short,
-            website=d.website or None,
-            domains=d.domains + d.pending_domains,
+            website=record.website,
+            domains=record.domains,
         )
         for claim in inst.all_domains:
-            if claim.domain in d.domains:
+            if claim.domain not in d.pending_domains:
                 domain_proof.verify_domain_by_staff(session, claim, actor=bootstrap)
         insts[d.key] = inst
 
     issuer = demo_issuer()
-    _demo_provider(session, bootstrap, issuer, [insts[k] for k in ("north", "tum", "kyo")])
+    _demo_provider(session, bootstrap, issuer, [insts[k] for k in ("charlotte", "tum", "keio")])
     people: dict[str, User] = {}
     for p in PEOPLE + OTHER_PEOPLE + [former for former, _ in FORMER_PEOPLE]:
         people[p.sub] = _person(session, p, issuer)
@@ -360,18 +395,22 @@ def load(session: AnySession) -> dict[str, int]:
     load_templates(session, people["officer"])
     for d in INSTITUTIONS:
         for action in d.path:
-            if action in ("approve", "reinstate"):
-                sign_partnership(session, insts[d.key])
             institutions.transition(
-                session, insts[d.key], action, actor=bootstrap, reason=REASONS.get(action)
+                session, insts[d.key], action, actor=people["officer"], reason=REASONS.get(action)
             )
+            if action == "approve":
+                # Approval issued the partnership agreement: its signing official signs, the
+                # program officer countersigns, and with that last signature it is a partner.
+                sign_partnership(session, insts[d.key])
+    insts.update(load_applications(session, people))
 
+    joining = insts[REQUESTED_INSTITUTION]
     for p in PENDING_REQUESTS:
         user = _person(session, p, issuer)
         session.add(
             Affiliation(
                 user=user,
-                institution=insts["north"],
+                institution=joining,
                 title=p.title,
                 state=AffiliationState.REQUESTED,
                 source=AffiliationSource.OFFICIAL_APPROVAL,
@@ -379,9 +418,7 @@ def load(session: AnySession) -> dict[str, int]:
         )
     for person, action, reason in SETTLED_REQUESTS:
         user = _person(session, person, issuer)
-        request = institutions.request_affiliation(
-            session, insts["north"], actor=user, title=person.title
-        )
+        request = institutions.request_affiliation(session, joining, actor=user, title=person.title)
         if action == "withdraw":
             institutions.withdraw_affiliation_request(session, request, actor=user)
         else:
@@ -393,6 +430,7 @@ def load(session: AnySession) -> dict[str, int]:
     load_agreements(session, people)
     load_allocations(session, bootstrap, people)
     load_datasets(session, people["officer"], people)
+    load_outputs(session, people["officer"])
     # Then the Westfjords' signing official left, and the university was suspended (which stopped
     # its project's allocation and its researcher's access to a dataset); the scheduled sweeps
     # expired the allocation and the dataset access whose periods are over and sent the notices
@@ -402,10 +440,12 @@ def load(session: AnySession) -> dict[str, int]:
     for d in INSTITUTIONS:
         for action in d.later:
             institutions.transition(
-                session, insts[d.key], action, actor=bootstrap, reason=REASONS.get(action)
+                session, insts[d.key], action, actor=people["officer"], reason=REASONS.get(action)
             )
+    _date_history(session, insts)
     sweep(session)
     datasets.sweep(session)
+    outputs.sweep(session)
     load_follow_ups(session, bootstrap, people)
     # The atlas cluster's scheduler pulls its allocations and pushes usage with a token (its
     # secret was shown once, at creation, and is not kept: make your own on the Admin page).
@@ -439,6 +479,8 @@ def load(session: AnySession) -> dict[str, int]:
         "datasets": session.scalar(select(func.count()).select_from(Dataset)) or 0,
         "access requests": session.scalar(select(func.count()).select_from(AccessRequest)) or 0,
         "grants": session.scalar(select(func.count()).select_from(Grant)) or 0,
+        "outputs": session.scalar(select(func.count()).select_from(ReleasedOutput)) or 0,
+        "final reports": session.scalar(select(func.count()).select_from(FinalReport)) or 0,
     }
 
 
@@ -463,5 +505,6 @@ def load_command() -> None:
             f"Loaded {counts['institutions']} institutions, {counts['users']} users, "
             f"{counts['proposals']} proposals, {counts['agreements']} agreements, "
             f"{counts['allocations']} allocations, {counts['datasets']} datasets, "
-            f"{counts['access requests']} access requests and {counts['grants']} grants of access."
+            f"{counts['access requests']} access requests, {counts['grants']} grants of access, "
+            f"{counts['outputs']} released outputs and {counts['final reports']} final reports."
         )

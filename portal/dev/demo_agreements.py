@@ -1,5 +1,6 @@
 """Demo agreements: the three templates (partnership, project contribution, data use) with real
-wording, partnership agreements signed before each partner was approved, contribution agreements
+wording, partnership agreements issued when each partner was approved (whose signing made it a
+partner) and one still waiting for the program's countersignature, contribution agreements
 issued as projects were approved, and a renewed partnership text that asks partners to sign again —
 so every state shows, and each demo signer has something waiting. Everything goes through the
 services people use (``portal.agreements.services``), signatures included."""
@@ -195,14 +196,14 @@ recorded with the request.
 
 def load_templates(session: AnySession, officer: User) -> dict[AgreementKind, AgreementTemplate]:
     """The three templates, written and published by the program officer; partnership and
-    contribution agreements are issued automatically (an institution's review starts, a project is
-    approved). Called before any institution or proposal moves, so those issue for real."""
+    contribution agreements are issued automatically (an institution or a project is approved).
+    Called before any institution or proposal moves, so those issue for real."""
     made = {}
     for kind, title, description, body, auto in [
         (
             AgreementKind.PARTNERSHIP,
             "ATOM Lab partnership agreement",
-            "Signed by every partner institution before it is approved as a partner.",
+            "Signed by every institution approved as a partner; it is a partner once both sides have signed.",
             PARTNERSHIP_V1,
             True,
         ),
@@ -281,8 +282,8 @@ def partnership_of(session: AnySession, institution: Institution) -> Agreement:
 
 
 def sign_partnership(session: AnySession, institution: Institution) -> None:
-    """Before a partner is approved: the agreement issued when its review started is signed by its
-    signing official and countersigned by the program officer."""
+    """Once an institution is approved: the agreement its approval issued is signed by its signing
+    official and countersigned by the program officer — the last signature makes it a partner."""
     sign_in_turn(session, partnership_of(session, institution))
 
 
@@ -316,7 +317,7 @@ def load_agreements(session: AnySession, people: dict[str, User]) -> None:
     )
     # "Interpretability probes for open multilingual models" is left as issued: it waits on its
     # PI, Ada. Sam's project: Olivia declined the first agreement; program staff issued it again once
-    # Northlake's research office had cleared it, Sam signed, and it waits on Olivia.
+    # UNC Charlotte's research office had cleared it, Sam signed, and it waits on Olivia.
     sam_project, declined = _contribution_of(
         session, "Open speech recognition for lecture captions"
     )
@@ -326,7 +327,7 @@ def load_agreements(session: AnySession, people: dict[str, User]) -> None:
         declined,
         actor=olivia,
         reason=(
-            "Northlake's research office has to clear the recordings of lectures with the "
+            "UNC Charlotte's research office has to clear the recordings of lectures with the "
             "students' union first; please issue it again once they have (expected this month)."
         ),
     )
@@ -359,21 +360,26 @@ def load_agreements(session: AnySession, people: dict[str, User]) -> None:
         reconsent_by=utcnow().date() + dt.timedelta(days=RECONSENT_DAYS),
     )
     services.publish_version(session, v2, actor=officer)
-    # Savanna's agreement on the first text was still unsigned: withdrawn, and issued on the new one.
-    savanna = _institution(session, "Savanna Technical College")
+    # Laikipia's agreement, issued on its approval, was still unsigned: withdrawn, and issued on
+    # the new text; Wanjiru has signed that, and it waits for the program's countersignature (whose
+    # signature makes Laikipia a partner: try it as ``officer``).
+    laikipia = _institution(session, "Laikipia University")
     services.withdraw(
         session,
-        partnership_of(session, savanna),
+        partnership_of(session, laikipia),
         actor=officer,
         reason="Version 2 of the partnership agreement was published before anyone signed this "
         "one; it is issued again on version 2.",
     )
-    services.issue(session, partnership, services.institution_subject(savanna), actor=officer)
-    # Kyoto has signed again (its first agreement is superseded); Northlake's official has, the
-    # program officer's countersignature is awaited; TU Rheinfeld's official has not yet. The
+    services.issue(session, partnership, services.institution_subject(laikipia), actor=officer)
+    sign_in_turn(session, partnership_of(session, laikipia), 1)
+    # Keio has signed again (its first agreement is superseded); UNC Charlotte's official has, the
+    # program officer's countersignature is awaited; TUM's official has not yet. The
     # Westfjords' official will not: he leaves, and the university is suspended (``demo.load``);
     # it can sign again only to be reinstated.
+    sign_in_turn(session, partnership_of(session, _institution(session, "Keio University")))
     sign_in_turn(
-        session, partnership_of(session, _institution(session, "Kyoto Institute of Open Science"))
+        session,
+        partnership_of(session, _institution(session, "University of North Carolina at Charlotte")),
+        1,
     )
-    sign_in_turn(session, partnership_of(session, _institution(session, "Northlake University")), 1)

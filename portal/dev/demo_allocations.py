@@ -9,12 +9,14 @@ With the projects of ``demo_reviews`` the allocations are:
 
 - pending: "Japanese legal-text models with open weights" (its contribution agreement waits on the
   program officer), "Interpretability probes for open multilingual models" (on Ada, its PI), "Open
-  speech recognition for lecture captions" (on Olivia, Northlake's signing official);
+  speech recognition for lecture captions" (on Olivia, UNC Charlotte's signing official);
 - active, not started yet: the two pilot projects (they start in two months);
 - active with usage: Ada's instruction-data project (81 % used: the 80 % notice went out) and
   Kenji's speech project (77 % used, ending within the month: the 30-day notice went out);
 - exhausted: Rafael's code-models project, used up twelve days ago;
-- expired: Ada's tokenizer project, whose period ended three months ago (the sweep expired it);
+- expired: Ada's tokenizer project, whose period ended three months ago, and three projects
+  whose period ended one to four months ago (their final reports are in, ``demo_outputs``) — the
+  sweep expired them;
 - suspended: Katla's sea-ice project at the University Centre of the Westfjords, suspended with its
   institution (``demo.load`` suspends it after these projects ran).
 """
@@ -119,7 +121,7 @@ PROJECTS = [
         reason="Small and sound; it feeds the multilingual models.",
     ),
     DemoProject(
-        pi="kyoto-prof",
+        pi="keio-prof",
         title="Open speech models for Japanese dialects",
         field="Speech and audio",
         gpu_class="H200",
@@ -159,6 +161,50 @@ PROJECTS = [
         used=0.35,
         idle_days=2,
         reason="Unique open data; a small, well-planned project.",
+    ),
+    # Projects whose period is over (the sweep expired their allocations); their final reports
+    # are accepted, sent back for changes and waiting for a decision (``demo_outputs``).
+    DemoProject(
+        pi="keio-prof",
+        title="Open OCR models for historical Japanese documents",
+        field="Computer vision",
+        gpu_class="H200",
+        requested=20_000,
+        awarded=16_000,
+        months_ago=16,
+        days_ago=0,
+        months=12,
+        used=0.93,
+        idle_days=2,
+        reason="Digitised archives waiting for it; the team released a strong baseline.",
+    ),
+    DemoProject(
+        pi="reviewer",
+        title="Language models for materials-science literature",
+        field="Scientific machine learning",
+        gpu_class="H100",
+        requested=12_000,
+        awarded=10_000,
+        months_ago=14,
+        days_ago=0,
+        months=12,
+        used=0.96,
+        idle_days=2,
+        reason="A clear use; the corpus is openly licensed.",
+    ),
+    DemoProject(
+        pi="professor",
+        title="Open retrieval models for scientific abstracts",
+        field="Natural language processing",
+        gpu_class="H100",
+        requested=8_000,
+        awarded=8_000,
+        months_ago=13,
+        days_ago=0,
+        months=12,
+        used=0.9,
+        idle_days=2,
+        reason="Small and useful; it completes the multilingual work.",
     ),
 ]
 
@@ -397,7 +443,7 @@ def load_follow_ups(session: AnySession, staff: User, people: dict[str, User]) -
     followups.assign_reviewer(
         session, actor=staff, user=people["reviewer2"], resource=h100, ceiling_hours=20_000
     )
-    ada, kenji, rafael = people["professor"], people["kyoto-prof"], people["reviewer"]
+    ada, kenji, rafael = people["professor"], people["keio-prof"], people["reviewer"]
     instruction = _allocation_titled(session, PROJECTS[0].title)
     followups.submit_request(
         session, instruction, FollowUpKind.SUPPLEMENT, actor=ada, hours=12_000,

@@ -14,12 +14,12 @@ The access, by person:
 
 - Ada (``professor``): the classroom essays for her instruction-data project, ending within the
   month (the 30-day notice went out) with a renewal waiting on Dana or Lena; the clinical notes
-  approved, signed by her, waiting on Olivia's signature for Northlake; the retired 2025 web
+  approved, signed by her, waiting on Olivia's signature for UNC Charlotte; the retired 2025 web
   corpus, which she keeps until its end date; her proposal for clinical summarisation asks Dana to
   pre-approve the clinical notes (Dana declined to pre-approve the essays for it).
 - Sam (``student``): the dialect conversations approved for his captions project, the data-use
   agreement waiting on him; the clinical notes sent back by Dana for changes; the lecture audio.
-- Kenji (``kyoto-prof``): the dialect conversations for his dialect project (signed, active); the
+- Kenji (``keio-prof``): the dialect conversations for his dialect project (signed, active); the
   clinical notes declined; the classroom essays waiting on Dana or Lena; the lecture audio expired
   (accepted fourteen months ago); his broadcast proposal's dialect data pre-approved by Lena.
 - Rafael (``reviewer``): the sea-ice scenes asked for again after he declined the first data-use
@@ -383,9 +383,7 @@ def _registered(session: AnySession, ds: dict[str, Dataset], people: dict[str, U
     """Terms accepted: access at once, for the dataset's longest period. Kenji accepted the
     lecture audio's fourteen months ago (it ended two months ago; the sweep expires it); Ada keeps
     the 2025 web corpus after Dana retires it."""
-    ada, sam, kenji, rafael = (
-        people[k] for k in ("professor", "student", "kyoto-prof", "reviewer")
-    )
+    ada, sam, kenji, rafael = (people[k] for k in ("professor", "student", "keio-prof", "reviewer"))
     for who, slug in [
         (ada, "commons-web-text-2025"),
         (ada, "scientific-code-problems"),
@@ -403,7 +401,7 @@ def _registered(session: AnySession, ds: dict[str, Dataset], people: dict[str, U
 def _controlled(session: AnySession, ds: dict[str, Dataset], people: dict[str, User]) -> None:
     """Requests for the controlled datasets in every state, and the access they gave."""
     ada, sam, kenji, rafael, katla = (
-        people[k] for k in ("professor", "student", "kyoto-prof", "reviewer", "westfjords-prof")
+        people[k] for k in ("professor", "student", "keio-prof", "reviewer", "westfjords-prof")
     )
     dana, lena = people["steward"], people["steward2"]
     notes, dialects = ds["northwind-clinical-notes"], ds["dialect-conversations-ja"]
@@ -477,7 +475,7 @@ def _controlled(session: AnySession, ds: dict[str, Dataset], people: dict[str, U
     )  # fmt: skip
 
     # The clinical notes (Dana; the researcher's institution co-signs): Ada's is signed by her and
-    # waits on Olivia for Northlake; Sam's came back for changes; Kenji's was declined.
+    # waits on Olivia for UNC Charlotte; Sam's came back for changes; Kenji's was declined.
     request = _ask(
         session, notes, ada,
         "Evaluating small open models on summarising discharge letters for patients, against "
@@ -524,7 +522,7 @@ def _controlled(session: AnySession, ds: dict[str, Dataset], people: dict[str, U
     first = _agreement(_approved(session, request, lena, 6, "Approved for six months."))
     agreements.decline(
         session, first, actor=rafael,
-        reason="TU Rheinfeld's legal office cannot accept section 2 for derived benchmark "
+        reason="TUM's legal office cannot accept section 2 for derived benchmark "
         "results as worded; I will ask again for evaluation only.",
     )  # fmt: skip
     _ask(
@@ -538,7 +536,7 @@ def _controlled(session: AnySession, ds: dict[str, Dataset], people: dict[str, U
 #: stewards are asked to pre-approve the controlled ones when the proposal is submitted.
 PICKING = [
     (
-        "kyoto-prof",
+        "keio-prof",
         "Dialect-robust speech recognition for regional broadcasters",
         "Speech and audio",
         {
@@ -627,7 +625,7 @@ def _picking(session: AnySession, ds: dict[str, Dataset], people: dict[str, User
 
     services.consent(
         session,
-        link("kyoto-prof", "dialect-conversations-ja"),
+        link("keio-prof", "dialect-conversations-ja"),
         actor=people["steward2"],
         note="Pre-approved for the project's period; the same conditions as Kenji's current access.",
     )

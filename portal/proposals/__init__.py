@@ -10,9 +10,10 @@ def init_app(app: Flask) -> None:
     """Pages, mail kinds, template helpers; navigation and dashboard cards (``register_ui``)."""
     import portal.proposals.emails  # noqa: F401 - registers its mail kinds
     from portal.core.web import register_template_helpers
-    from portal.proposals import attachment_views, permissions, team_views, views
+    from portal.proposals import attachment_views, gates, permissions, team_views, views
 
     for blueprint in (views.bp, team_views.bp, attachment_views.bp):
         app.register_blueprint(blueprint)
     register_template_helpers(app, permissions)
     views.register_ui(app)
+    gates.register()

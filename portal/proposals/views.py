@@ -675,17 +675,24 @@ def register_ui(app: Flask) -> None:
     from portal.core import navigation
     from portal.core.navigation import NavItem, Panel, Stat
 
-    navigation.register(NavItem("proposals.calls", "Calls", lambda u: True, order=30))
+    navigation.register(
+        NavItem("proposals.calls", "Calls", lambda u: True, order=30, group="Proposals")
+    )
     navigation.register(
         NavItem(
             "proposals.index",
             "Proposals",
             lambda u: can_manage_calls(u) or _on_a_team(u),
             order=40,
+            group="Proposals",
         )
     )
-    navigation.register(NavItem("proposals.endorsements", "Endorsements", _is_official, order=45))
-    navigation.register(NavItem("proposals.resources", "Resources", can_manage_calls, order=50))
+    navigation.register(
+        NavItem("proposals.endorsements", "Endorsements", _is_official, order=45, group="Proposals")
+    )
+    navigation.register(
+        NavItem("proposals.resources", "Resources", can_manage_calls, order=50, group="Proposals")
+    )
 
     def my_proposals(user: Any) -> dict[str, Any] | None:
         rows = db.session.scalars(

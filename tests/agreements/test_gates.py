@@ -1,9 +1,10 @@
-"""The gates agreements open in other domains: an institution becomes (or is reinstated as) a
-partner only with its partnership agreement fully signed, and a project's GPU-hours are usable only
-with its contribution agreement fully signed — each closed gate saying which agreement, who must
-sign next and where. A suspended institution's agreements take no signatures. Re-consent to a
-newer version: the old agreement counts until its date, then the gate waits for the new one. And
-the follow-ups that issue agreements when their moment comes."""
+"""The gates agreements open in other domains: an approved institution becomes a partner (and a
+suspended one is reinstated) only with its partnership agreement fully signed — the last signature
+takes that step itself — and a project's GPU-hours are usable only with its contribution agreement
+fully signed — each closed gate saying which agreement, who must sign next and where. A suspended
+institution's agreements take no signatures. Re-consent to a newer version: the old agreement
+counts until its date, then the gate waits for the new one. And the follow-ups that issue
+agreements when their moment comes."""
 
 from __future__ import annotations
 
@@ -68,10 +69,10 @@ def sign(db: Session, slot: Signature, user: User) -> None:
 
 
 def _applicant(db: Session) -> tuple[Institution, User, User, AgreementTemplate]:
-    """An institution under review with a signing official, a program officer, and a partnership
-    template to issue."""
+    """An approved institution (awaiting its agreement) with a signing official, a program
+    officer, and a partnership template to issue."""
     officer = make_user(db, Role.PROGRAM_OFFICER, display_name="Olga Officer")
-    inst = make_institution(db, state=InstitutionState.UNDER_REVIEW, name="Northfield University")
+    inst = make_institution(db, state=InstitutionState.APPROVED, name="Northfield University")
     official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst, display_name="Sam Signer")
     template = make_agreement_template(db, kind=AgreementKind.PARTNERSHIP, title="Partnership")
     return inst, official, officer, template
@@ -94,10 +95,10 @@ def _refused(db: Session, inst: Institution, action: str, officer: User) -> Gate
 # --- partnership -------------------------------------------------------------------------------
 
 
-def test_approval_waits_until_the_partnership_agreement_is_fully_signed(db: Session) -> None:
+def test_joining_waits_until_the_partnership_agreement_is_fully_signed(db: Session) -> None:
     inst, official, officer, template = _applicant(db)
 
-    blocker = _refused(db, inst, "approve", officer).blocker
+    blocker = _refused(db, inst, "join", officer).blocker
     assert blocker.message == (
         "Partnership with Northfield University needs a signed partnership agreement, and none "
         "has been issued yet: program staff issue it."
@@ -106,7 +107,7 @@ def test_approval_waits_until_the_partnership_agreement_is_fully_signed(db: Sess
     assert blocker.url is not None and blocker.url.startswith(external_url("agreements.index"))
 
     agreement = services.issue(db, template, services.institution_subject(inst), actor=officer)
-    error = _refused(db, inst, "approve", officer)
+    error = _refused(db, inst, "join", officer)
     assert (
         str(error)
         == error.blocker.message
@@ -120,29 +121,36 @@ def test_approval_waits_until_the_partnership_agreement_is_fully_signed(db: Sess
     assert error.blocker.url.startswith("http") and error.blocker.link_text == "Open the agreement"
 
     sign(db, agreement.signatures[0], official)
-    assert _refused(db, inst, "approve", officer).blocker.message.endswith(
+    assert _refused(db, inst, "join", officer).blocker.message.endswith(
         "It is waiting on: Program officer for ATOM Lab (Olga Officer)."
     )
+    assert inst.state == InstitutionState.APPROVED
 
+    # The countersignature completes the agreement, and its signer takes the institution in.
     sign(db, agreement.signatures[1], officer)
-    institutions.transition(db, inst, "approve", actor=officer)
     assert inst.state == InstitutionState.PARTNER
+    (joined,) = db.scalars(
+        select(AuditEvent).where(
+            AuditEvent.action == "institution.join", AuditEvent.object_id == inst.id
+        )
+    )
+    assert joined.actor_id == officer.id and joined.details["agreement"] == agreement.id
 
 
 def test_a_declined_or_withdrawn_agreement_does_not_open_the_gate(db: Session) -> None:
     inst, official, officer, template = _applicant(db)
     agreement = services.issue(db, template, services.institution_subject(inst), actor=officer)
     services.decline(db, agreement, actor=official, reason="Not this year.")
-    assert "none has been issued yet" in _refused(db, inst, "approve", officer).blocker.message
+    assert "none has been issued yet" in _refused(db, inst, "join", officer).blocker.message
     again = services.issue(db, template, services.institution_subject(inst), actor=officer)
     services.withdraw(db, again, actor=officer, reason="Wrong template.")
-    assert "none has been issued yet" in _refused(db, inst, "approve", officer).blocker.message
+    assert "none has been issued yet" in _refused(db, inst, "join", officer).blocker.message
 
 
 def test_another_institutions_agreement_does_not_open_the_gate(db: Session) -> None:
     inst, _, officer, _ = _applicant(db)
     make_agreement(db, institution=make_institution(db), state=AgreementState.ACTIVE)
-    _refused(db, inst, "approve", officer)
+    _refused(db, inst, "join", officer)
 
 
 def test_a_blocker_names_at_most_three_signers(db: Session) -> None:
@@ -150,17 +158,17 @@ def test_a_blocker_names_at_most_three_signers(db: Session) -> None:
     for n in range(3):
         make_user(db, Role.SIGNING_OFFICIAL, institution=inst, display_name=f"Zed {n}")
     services.issue(db, template, services.institution_subject(inst), actor=officer)
-    assert _refused(db, inst, "approve", officer).blocker.message.endswith(
+    assert _refused(db, inst, "join", officer).blocker.message.endswith(
         "(Sam Signer, Zed 0, Zed 1 and others)."
     )
 
 
 def test_a_blocker_says_when_nobody_holds_the_role(db: Session) -> None:
     officer = make_user(db, Role.PROGRAM_OFFICER)
-    inst = make_institution(db, state=InstitutionState.UNDER_REVIEW, name="Lonely College")
+    inst = make_institution(db, state=InstitutionState.APPROVED, name="Lonely College")
     template = make_agreement_template(db, kind=AgreementKind.PARTNERSHIP)
     services.issue(db, template, services.institution_subject(inst), actor=officer)
-    assert _refused(db, inst, "approve", officer).blocker.message.endswith(
+    assert _refused(db, inst, "join", officer).blocker.message.endswith(
         "Signing official for Lonely College (nobody holds this role yet)."
     )
 
@@ -180,14 +188,21 @@ def test_reinstating_a_partner_needs_its_agreement_in_force(db: Session) -> None
 
 
 def test_other_steps_of_an_institution_are_not_gated(db: Session) -> None:
+    """Deciding the application needs no agreement (approving issues it); nor do suspending and
+    withdrawing."""
     officer = make_user(db, Role.PROGRAM_OFFICER)
     applied = make_institution(db, state=InstitutionState.APPLIED)
     institutions.transition(db, applied, "start_review", actor=officer)
+    institutions.transition(db, applied, "approve", actor=officer)
+    declined = make_institution(db, state=InstitutionState.APPLIED)
+    institutions.transition(db, declined, "request_changes", actor=officer, reason="Statement?")
+    institutions.transition(db, declined, "decline", actor=officer, reason="Not eligible.")
     partner = make_institution(db)
     institutions.transition(db, partner, "suspend", actor=officer, reason="Audit pending.")
     institutions.transition(db, partner, "withdraw", actor=officer, reason="It closed.")
-    assert (applied.state, partner.state) == (
-        InstitutionState.UNDER_REVIEW,
+    assert (applied.state, declined.state, partner.state) == (
+        InstitutionState.APPROVED,
+        InstitutionState.DECLINED,
         InstitutionState.WITHDRAWN,
     )
 
@@ -296,8 +311,8 @@ def _signed_partner(db: Session) -> tuple[Institution, User, User, AgreementTemp
     inst, official, officer, template = _applicant(db)
     old = services.issue(db, template, services.institution_subject(inst), actor=officer)
     sign(db, old.signatures[0], official)
-    sign(db, old.signatures[1], officer)
-    institutions.transition(db, inst, "approve", actor=officer)
+    sign(db, old.signatures[1], officer)  # the last signature makes it a partner
+    assert inst.state == InstitutionState.PARTNER
     return inst, official, officer, template, old
 
 
@@ -333,7 +348,7 @@ def test_reconsent_keeps_the_old_agreement_until_its_date_then_waits_for_the_new
     (mail,) = outbox(db, "agreements/reconsent")
     assert mail.recipient_id == official.id and mail.context["reconsent_by"] == f"{by:%d %B %Y}"
     # Within the grace period the old agreement still counts.
-    assert hooks.blockers(db, gates.INSTITUTION_APPROVE, inst) == []
+    assert hooks.blockers(db, gates.INSTITUTION_JOIN, inst) == []
     assert services.in_force(db, AgreementKind.PARTNERSHIP, SubjectType.INSTITUTION, inst.id) == old
 
     # The date passes.
@@ -348,7 +363,7 @@ def test_reconsent_keeps_the_old_agreement_until_its_date_then_waits_for_the_new
     sign(db, new.signatures[1], officer)
     assert new.state == AgreementState.ACTIVE
     assert old.state == AgreementState.SUPERSEDED
-    assert hooks.blockers(db, gates.INSTITUTION_APPROVE, inst) == []
+    assert hooks.blockers(db, gates.INSTITUTION_JOIN, inst) == []
     assert services.in_force(db, AgreementKind.PARTNERSHIP, SubjectType.INSTITUTION, inst.id) == new
     (event,) = db.scalars(
         select(AuditEvent).where(
@@ -362,12 +377,12 @@ def test_a_lapsed_agreement_whose_successor_was_withdrawn_says_it_lapsed(db: Ses
     inst, _, officer, template, old = _signed_partner(db)
     _publish_with_reconsent(db, template, officer, utcnow().date() + dt.timedelta(days=30))
     services.withdraw(db, _new_of(db, old), actor=officer, reason="Wrong wording.")
-    assert hooks.blockers(db, gates.INSTITUTION_APPROVE, inst) == []
+    assert hooks.blockers(db, gates.INSTITUTION_JOIN, inst) == []
 
     lapsed = utcnow().date() - dt.timedelta(days=1)
     old.reconsent_by = lapsed
     db.flush()
-    (blocker,) = hooks.blockers(db, gates.INSTITUTION_APPROVE, inst)
+    (blocker,) = hooks.blockers(db, gates.INSTITUTION_JOIN, inst)
     assert blocker.message == (
         "Partnership with Northfield University needs the partnership agreement signed again: "
         f"“{old.title}” lapsed on {lapsed:%d %B %Y} and its newer version is not fully signed."
@@ -382,7 +397,7 @@ def test_a_version_without_reconsent_leaves_signed_agreements_alone(db: Session)
     assert old.reconsent_by is None and old.state == AgreementState.ACTIVE
     assert db.scalars(select(Agreement).where(Agreement.replaces_id == old.id)).all() == []
     assert template.versions[0].state == VersionState.SUPERSEDED
-    assert hooks.blockers(db, gates.INSTITUTION_APPROVE, inst) == []
+    assert hooks.blockers(db, gates.INSTITUTION_JOIN, inst) == []
 
 
 # --- follow-ups: agreements issued when their moment comes -------------------------------------
@@ -392,7 +407,7 @@ def test_a_version_without_reconsent_leaves_signed_agreements_alone(db: Session)
     "templates",
     ["auto, published", "none", "not auto", "auto, draft only"],
 )
-def test_starting_an_institutions_review_issues_the_partnership_agreement(
+def test_approving_an_institution_issues_the_partnership_agreement(
     db: Session, templates: str
 ) -> None:
     officer = make_user(db, Role.PROGRAM_OFFICER)
@@ -408,7 +423,10 @@ def test_starting_an_institutions_review_issues_the_partnership_agreement(
     # A contribution template issued automatically is not for institutions.
     make_agreement_template(db, kind=AgreementKind.CONTRIBUTION, auto_issue=True)
 
+    # Starting the review issues nothing yet: the program has not decided.
     institutions.transition(db, inst, "start_review", actor=officer)
+    assert db.scalars(select(Agreement).where(Agreement.institution_id == inst.id)).all() == []
+    institutions.transition(db, inst, "approve", actor=officer)
 
     issued = db.scalars(select(Agreement).where(Agreement.institution_id == inst.id)).all()
     if templates == "auto, published":
@@ -423,15 +441,39 @@ def test_starting_an_institutions_review_issues_the_partnership_agreement(
     else:
         assert issued == []
         assert outbox(db, "agreements/to_sign") == []
-    assert inst.state == InstitutionState.UNDER_REVIEW
+    assert inst.state == InstitutionState.APPROVED
+
+
+@pytest.mark.parametrize("who", ["official", "officer"])
+def test_withdrawing_an_approved_institution_withdraws_its_unsigned_agreement(
+    db: Session, who: str
+) -> None:
+    """Nobody is left asked to sign a partnership that will not be; a signed one of another
+    institution is untouched."""
+    inst, official, officer, _ = _applicant(db)
+    agreement = make_agreement(db, institution=inst, state=AgreementState.AWAITING)
+    other = make_agreement(db, state=AgreementState.AWAITING)
+    actor = official if who == "official" else officer
+    institutions.transition(db, inst, "withdraw", actor=actor, reason="We will not sign.")
+    db.expire_all()
+    assert inst.state == InstitutionState.WITHDRAWN
+    assert agreement.state == AgreementState.WITHDRAWN
+    assert other.state == AgreementState.AWAITING
+    (event,) = db.scalars(
+        select(AuditEvent).where(
+            AuditEvent.action == "agreement.withdraw", AuditEvent.object_id == agreement.id
+        )
+    ).all()
+    assert event.actor_id == actor.id
+    assert f"{inst.name} was withdrawn" in event.details["reason"]
 
 
 def test_an_institution_with_an_agreement_standing_is_not_issued_another(db: Session) -> None:
     officer = make_user(db, Role.PROGRAM_OFFICER)
-    inst = make_institution(db, state=InstitutionState.APPLIED)
+    inst = make_institution(db, state=InstitutionState.UNDER_REVIEW)
     make_agreement_template(db, kind=AgreementKind.PARTNERSHIP, auto_issue=True)
     existing = make_agreement(db, institution=inst, state=AgreementState.ACTIVE)
-    institutions.transition(db, inst, "start_review", actor=officer)
+    institutions.transition(db, inst, "approve", actor=officer)
     assert db.scalars(select(Agreement).where(Agreement.institution_id == inst.id)).all() == [
         existing
     ]

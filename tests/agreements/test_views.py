@@ -61,7 +61,7 @@ BODY = "# Partnership\n\n{{ institution }} and {{ lab }} agree, from {{ today }}
 # actor when a researcher (else another researcher of the actor's institution), with the PI's
 # slot {pi_slot} and the signing official's {project_official_slot}; {signed} / {other_signed}
 # fully signed partnerships of the actor's / another institution; {template} a published
-# partnership template, {draft} a template version still a draft; {reviewed} an institution
+# partnership template, {draft} a template version still a draft; {approved} an institution
 # under review with no agreement yet. {sha} is the text's SHA-256 of the agreement a case signs.
 CASES = [
     case("agreements list", "GET", "/agreements/", LOGGED_IN),
@@ -197,7 +197,7 @@ CASES = [
     case(
         "issue page, preselected",
         "GET",
-        "/agreements/issue?kind=partnership&subject_id={reviewed}",
+        "/agreements/issue?kind=partnership&subject_id={approved}",
         STAFF,
     ),
     case(
@@ -206,7 +206,7 @@ CASES = [
         "/agreements/issue?kind=partnership",
         STAFF,
         302,
-        {"template_id": "{template}", "subject_id": "{reviewed}"},
+        {"template_id": "{template}", "subject_id": "{approved}"},
     ),
     case("dashboard", "GET", "/dashboard", LOGGED_IN),
 ]
@@ -255,7 +255,7 @@ def test_route_role_matrix(client: FlaskClient, db: Session, role: str, case: Ca
     signed = make_agreement(db, institution=own, state=AgreementState.ACTIVE)
     other_signed = make_agreement(db, institution=other, state=AgreementState.ACTIVE)
     draft = make_agreement_template(db, state=VersionState.DRAFT).versions[0]
-    reviewed = make_institution(db, state=InstitutionState.UNDER_REVIEW)
+    approved = make_institution(db, state=InstitutionState.APPROVED)
     values: dict[str, Any] = {
         "own_awaiting": own_awaiting.id,
         "own_slot": _slot(own_awaiting, PartyRole.SIGNING_OFFICIAL).id,
@@ -275,7 +275,7 @@ def test_route_role_matrix(client: FlaskClient, db: Session, role: str, case: Ca
         "template": template.id,
         "published": template.versions[0].id,
         "draft": draft.id,
-        "reviewed": reviewed.id,
+        "approved": approved.id,
         "name": actor.display_name if actor else "Nobody",
     }
     check_route(client, db, role, actor.id if actor else None, case, values, lambda: _snapshot(db))
@@ -321,7 +321,7 @@ def test_the_signed_pdf_by_role_and_never_of_another_institution(
 
 def _awaiting_official(db: Session) -> tuple[Agreement, Signature, User]:
     """A partnership agreement waiting on its institution's signing official, who is logged in."""
-    inst = make_institution(db, state=InstitutionState.UNDER_REVIEW)
+    inst = make_institution(db, state=InstitutionState.APPROVED)
     agreement = make_agreement(db, institution=inst)
     official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
     return agreement, _slot(agreement, PartyRole.SIGNING_OFFICIAL), official
@@ -477,7 +477,7 @@ def test_a_pi_cannot_open_the_signing_officials_slot(client: FlaskClient, db: Se
 def test_an_agreement_is_issued_signed_in_turn_downloaded_and_verified(
     client: FlaskClient, db: Session
 ) -> None:
-    inst = make_institution(db, state=InstitutionState.UNDER_REVIEW)
+    inst = make_institution(db, state=InstitutionState.APPROVED)
     official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
     officer = make_user(db, Role.PROGRAM_OFFICER)
     template = make_agreement_template(db, body=BODY)
@@ -542,6 +542,8 @@ def test_an_agreement_is_issued_signed_in_turn_downloaded_and_verified(
     assert "Every party has signed" in resp.get_data(as_text=True)
     db.expire_all()
     assert agreement.state == AgreementState.ACTIVE
+    # The countersignature made the approved institution a partner.
+    assert inst.state == InstitutionState.PARTNER and inst.partner_since is not None
     detail = client.get(f"/agreements/{agreement.id}").get_data(as_text=True)
     assert "127.0.0.1" in detail  # staff see where it was signed from
     assert "Download the signed PDF" in detail

@@ -61,7 +61,10 @@ def browser() -> Iterator[Any]:
 @pytest.mark.parametrize(
     ("who", "expected"),
     [
-        ("professor", ["Welcome, Ada Lovelace", "Researcher", "Northlake University"]),
+        (
+            "professor",
+            ["Welcome, Ada Lovelace", "Researcher", "University of North Carolina at Charlotte"],
+        ),
         (
             "official",
             ["Welcome, Olivia Official", "Affiliation requests awaiting you", "Nia Newcomer"],
@@ -104,13 +107,15 @@ def test_newcomer_asks_to_join_and_the_official_approves_in_the_browser(
     browser: Any, live: str
 ) -> None:
     """Nia's request (demo data) waits on the official's affiliations page; approving it there
-    makes her a researcher at Northlake, which she sees after logging in."""
+    makes her a researcher at UNC Charlotte, which she sees after logging in."""
 
     def log_in(context: Any, who: str) -> Any:
         page = context.new_page()
-        page.goto(live + "/auth/login?q=northlake")
+        page.goto(live + "/auth/login?q=charlotte")
         page.screenshot(path=str(ARTIFACTS / "login-page.png"), full_page=True)
-        page.click("li:has-text('Northlake University') button:has-text('Log in')")
+        page.click(
+            "li:has-text('University of North Carolina at Charlotte') button:has-text('Log in')"
+        )
         page.click(f"button[name='sub'][value='{who}']")
         page.wait_for_url(live + "/dashboard")
         return page
@@ -127,5 +132,7 @@ def test_newcomer_asks_to_join_and_the_official_approves_in_the_browser(
     nia = log_in(browser.new_context(), "newcomer")
     text = nia.inner_text("main")
     assert (
-        "Welcome, Nia Newcomer" in text and "Researcher" in text and "Northlake University" in text
+        "Welcome, Nia Newcomer" in text
+        and "Researcher" in text
+        and "University of North Carolina at Charlotte" in text
     )

@@ -39,7 +39,9 @@ def test_demo_people_log_in_through_the_demo_identity_provider(
         resp = oidc_login(client, "demo", demo_idp, "professor")
         assert resp.headers["Location"] == "/dashboard"
         page = client.get("/dashboard").get_data(as_text=True)
-        assert "Welcome, Ada Lovelace" in page and "Northlake University" in page
+        assert (
+            "Welcome, Ada Lovelace" in page and "University of North Carolina at Charlotte" in page
+        )
     finally:
         if before is None:
             app.config.pop("DEMO_OIDC_ISSUER", None)

@@ -62,7 +62,7 @@ def test_main_pages_median_latency_and_queries(big_app: Flask) -> None:
         ("professor", "/dashboard"),
         ("officer", "/institutions/"),
         ("officer", "/institutions/?page=7"),
-        ("officer", "/institutions/?q=place1"),
+        ("officer", "/institutions/?q=university"),
         ("professor", "/institutions/"),
         ("officer", f"/institutions/{some_inst}"),
         ("admin", "/admin/audit"),

@@ -1,9 +1,11 @@
 """The benchmark generator (``flask demo generate``) writes in bulk, yet keeps the rules the
 services keep: every generated partner has its partnership agreement in force, signed by its
-signing official and countersigned by a program officer."""
+signing official and countersigned by a program officer. Its institutions are real records of the
+shipped ROR subset, never invented ROR ids or domains."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,11 +15,13 @@ from sqlalchemy.orm import Session
 
 from portal.agreements import services as agreements
 from portal.agreements.models import AgreementKind, AgreementTemplate, SubjectType
-from portal.auth.models import Identity, Role, User
+from portal.auth.models import Identity, Role, RoleGrant, User
 from portal.core.hooks import blockers
+from portal.dev import datagen
 from portal.dev.datagen import Scale, generate
 from portal.dev.demo import load
 from portal.institutions.models import Institution, InstitutionState
+from portal.institutions.ror import DATA_FILE, by_id
 
 PARTNERS = (InstitutionState.PARTNER, InstitutionState.SUSPENDED)
 
@@ -35,7 +39,7 @@ def _check_partners(db: Session, institutions: list[Institution]) -> list[User]:
         assert official.signed_by is not None and program.signed_by is not None
         assert official.signed_by.has_role(Role.SIGNING_OFFICIAL, institution)
         assert program.signed_by.has_role(Role.PROGRAM_OFFICER)
-        assert blockers(db, "institution.approve", institution) == []
+        assert blockers(db, "institution.join", institution) == []
         countersigners.append(program.signed_by)
     return countersigners
 
@@ -68,9 +72,60 @@ def test_generated_on_top_of_the_demo_uses_its_template_and_officer(
         first_new = max(db.scalars(select(Institution.id))) + 1
         generate(db, Scale(institutions=8, users=20, audit_events=1))
         new = db.scalars(select(Institution).where(Institution.id >= first_new)).all()
+        _check_real(db, list(new))
         countersigners = _check_partners(db, [i for i in new if i.state in PARTNERS])
         officer = db.scalars(select(User).join(Identity).where(Identity.subject == "officer")).one()
         assert countersigners and {u.id for u in countersigners} == {officer.id}
         partnership = agreements.auto_template(db, AgreementKind.PARTNERSHIP)
         assert partnership is not None and partnership.current is not None
         assert len(db.scalars(select(AgreementTemplate)).all()) == 3  # the demo's, no new one
+
+
+def _check_real(db: Session, institutions: list[Institution]) -> None:
+    """Each institution is its ROR record (or, without a ROR id, has a ``.example`` domain);
+    its people's addresses are at its domain."""
+    for institution in institutions:
+        (domain,) = [d.domain for d in institution.all_domains]
+        record = by_id(institution.ror_id)
+        if institution.ror_id is None:
+            assert domain.endswith(".example") and institution.state == InstitutionState.APPLIED
+            continue
+        assert record is not None, institution.ror_id
+        assert (institution.name, institution.country, institution.website) == (
+            record.name,
+            record.country_code,
+            record.website,
+        )
+        assert domain in record.domains
+        if institution.state in PARTNERS:
+            assert institution.partner_since is not None
+        for grant in db.scalars(
+            select(RoleGrant).where(RoleGrant.institution_id == institution.id)
+        ):
+            assert (grant.user.email or "").endswith("@" + domain)
+
+
+def test_generated_institutions_are_real_ror_records(app: Flask, db: Session) -> None:
+    with app.app_context():
+        generate(db, Scale(institutions=30, users=60, audit_events=1))
+        institutions = db.scalars(select(Institution)).all()
+        assert len({i.ror_id for i in institutions}) == 30
+        assert sum(1 for i in institutions if i.country != institutions[0].country)
+        _check_real(db, list(institutions))
+
+
+def test_beyond_the_subset_institutions_have_no_ror_id(
+    app: Flask, db: Session, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With a subset of two records, the third institution is a made-up ``.example`` one."""
+    subset = tmp_path / "ror.json"
+    subset.write_text(
+        json.dumps(json.loads(DATA_FILE.read_text(encoding="utf-8"))[:40]), encoding="utf-8"
+    )
+    monkeypatch.setattr(datagen, "DATA_FILE", subset)
+    with_domain = sum(1 for r in json.loads(subset.read_text(encoding="utf-8")) if r["domains"])
+    with app.app_context():
+        generate(db, Scale(institutions=with_domain + 2, users=4, audit_events=1))
+        institutions = db.scalars(select(Institution)).all()
+        assert sum(1 for i in institutions if i.ror_id is None) >= 2
+        _check_real(db, list(institutions))

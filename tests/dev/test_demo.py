@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
@@ -28,7 +29,7 @@ from portal.agreements.models import (
     TemplateVersion,
     VersionState,
 )
-from portal.agreements.permissions import signable_signatures, signers_of
+from portal.agreements.permissions import signable_signatures
 from portal.allocations import services as allocations
 from portal.allocations.models import (
     HOLDING,
@@ -44,7 +45,8 @@ from portal.allocations.models import (
 from portal.allocations.permissions import visible_allocations
 from portal.allocations.workflow import usable_blocker
 from portal.api.models import ApiToken, TokenScope
-from portal.auth.models import Identity, Role, User
+from portal.auth.models import Identity, Role, RoleGrant, User
+from portal.core.audit import AuditEvent
 from portal.core.hooks import blockers
 from portal.core.models import utcnow
 from portal.datasets import services as datasets
@@ -68,12 +70,26 @@ from portal.datasets.permissions import (
     visible_datasets,
 )
 from portal.dev.demo import FORMER_PEOPLE, PEOPLE, load
-from portal.dev.demo_agreements import DEMO_IP
+from portal.dev.demo_agreements import DEMO_IP, sign_as
 from portal.dev.demo_allocations import PROJECTS
+from portal.dev.demo_outputs import NOTHING_YET
 from portal.extensions import db as flask_db
-from portal.institutions.models import Institution, InstitutionState
+from portal.institutions.models import (
+    Affiliation,
+    AffiliationState,
+    DomainState,
+    Institution,
+    InstitutionState,
+    OfficialInvitation,
+    OfficialInvitationState,
+)
+from portal.institutions.permissions import applications_of, can_resubmit_application
+from portal.institutions.ror import by_id
 from portal.notifications.models import OutboxMessage, SentReminder
-from portal.proposals.models import CallResource, Proposal, ProposalState, Resource
+from portal.outputs import services as outputs
+from portal.outputs.models import FinalReport, ReleasedOutput, ReportState
+from portal.outputs.score import is_open_licence
+from portal.proposals.models import CallResource, OutputKind, Proposal, ProposalState, Resource
 from tests.support.app import sessions_on
 
 
@@ -124,14 +140,14 @@ def test_the_demo_is_the_same_each_time(demo: Session) -> None:
     """Deterministic: the same agreements, in the same states, on every load."""
     assert _states(demo, Agreement.state) == {
         AgreementState.AWAITING: 9,
-        AgreementState.ACTIVE: 14,
+        AgreementState.ACTIVE: 17,
         AgreementState.DECLINED: 2,
         AgreementState.WITHDRAWN: 2,
         AgreementState.SUPERSEDED: 1,
     }
     assert _states(demo, Agreement.kind) == {
         AgreementKind.PARTNERSHIP: 10,
-        AgreementKind.CONTRIBUTION: 11,
+        AgreementKind.CONTRIBUTION: 14,
         AgreementKind.DATA_USE: 7,
     }
     assert _states(demo, TemplateVersion.state) == {
@@ -181,13 +197,13 @@ def test_partners_have_a_signed_partnership_agreement_in_force(demo: Session) ->
         assert program.signed_by.has_role(Role.PROGRAM_OFFICER)
         assert official.typed_name == official.signed_by.display_name
         assert {official.ip, program.ip} == {DEMO_IP}
-        assert blockers(demo, "institution.approve", institution) == []
+        assert blockers(demo, "institution.join", institution) == []
     for agreement in demo.scalars(select(Agreement)):
         assert agreements.verify(agreement).ok, agreement.title
 
 
 def test_signed_partnerships_wait_for_re_consent_to_the_new_version(demo: Session) -> None:
-    """Signed on version 1, they count until the re-consent date while version 2 is signed; Kyoto
+    """Signed on version 1, they count until the re-consent date while version 2 is signed; Keio
     has signed it (its first agreement is superseded)."""
     reissued = demo.scalars(select(Agreement).where(Agreement.replaces_id.is_not(None))).all()
     assert len(reissued) == 4
@@ -204,21 +220,47 @@ def test_signed_partnerships_wait_for_re_consent_to_the_new_version(demo: Sessio
         assert old.state == expected
 
 
-def test_an_institution_under_review_waits_on_its_signing_official(demo: Session) -> None:
-    reviewed = demo.scalars(
-        select(Institution).where(Institution.state == InstitutionState.UNDER_REVIEW)
+def test_an_approved_institution_waits_for_the_programs_countersignature(demo: Session) -> None:
+    """Laikipia's signing official signed the partnership agreement its approval issued (again,
+    on version 2); the program officer's countersignature makes it a partner. Applications not
+    approved yet have no partnership agreement."""
+    (approved,) = demo.scalars(
+        select(Institution).where(Institution.state == InstitutionState.APPROVED)
     ).all()
-    assert reviewed
-    for institution in reviewed:
-        agreement = agreements.standing(
-            demo, AgreementKind.PARTNERSHIP, SubjectType.INSTITUTION, institution.id
+    assert approved.name == "Laikipia University" and approved.partner_since is None
+    agreement = agreements.standing(
+        demo, AgreementKind.PARTNERSHIP, SubjectType.INSTITUTION, approved.id
+    )
+    assert agreement is not None and agreement.state == AgreementState.AWAITING
+    assert agreement.replaces_id is None and agreement.version.number == 2
+    official, program = agreement.signatures
+    assert official.signed_by is not None and official.signed_by.display_name == "Wanjiru Kamau"
+    assert agreement.next_signatures == [program] and program.role == PartyRole.PROGRAM
+    (blocker,) = blockers(demo, "institution.join", approved)
+    assert "Priya Officer" in blocker.message
+    officer = _person(demo, "officer")
+    assert program in demo.scalars(signable_signatures(officer)).all()
+    sign_as(demo, agreement, officer)
+    assert approved.state == InstitutionState.PARTNER
+    assert approved.partner_since == utcnow().date()
+    for institution in demo.scalars(
+        select(Institution).where(
+            Institution.state.in_(
+                (
+                    InstitutionState.APPLIED,
+                    InstitutionState.CHANGES_REQUESTED,
+                    InstitutionState.UNDER_REVIEW,
+                    InstitutionState.DECLINED,
+                )
+            )
         )
-        assert agreement is not None and agreement.state == AgreementState.AWAITING
-        (turn,) = agreement.next_signatures
-        assert turn.role == PartyRole.SIGNING_OFFICIAL
-        assert demo.scalars(signers_of(turn)).all()
-        (blocker,) = blockers(demo, "institution.approve", institution)
-        assert "Signing official" in blocker.message
+    ):
+        assert (
+            agreements.standing(
+                demo, AgreementKind.PARTNERSHIP, SubjectType.INSTITUTION, institution.id
+            )
+            is None
+        ), institution.name
 
 
 def test_every_active_project_has_its_contribution_agreement(demo: Session) -> None:
@@ -231,13 +273,19 @@ def test_every_active_project_has_its_contribution_agreement(demo: Session) -> N
         )
         assert agreement is not None, project.title
         if agreement.state == AgreementState.ACTIVE:
-            assert blockers(demo, "proposal.use_compute", project) == []
+            closed = blockers(demo, "proposal.use_compute", project)
+            if project.institution.state == InstitutionState.SUSPENDED:
+                # Signed, but its university is suspended: the hours wait for reinstatement.
+                (closed_by,) = closed
+                assert "suspended" in closed_by.message
+            else:
+                assert closed == []
             usable.append(project.title)
         else:
             (turn,) = agreement.next_signatures
             waiting[turn.role] += 1
             assert blockers(demo, "proposal.use_compute", project)
-    assert len(usable) == 7
+    assert len(usable) == 10
     assert set(waiting) == {PartyRole.PI, PartyRole.SIGNING_OFFICIAL, PartyRole.PROGRAM}
     declined = demo.scalars(select(Agreement).where(Agreement.state == AgreementState.DECLINED))
     assert all(a.reason for a in declined)
@@ -252,7 +300,6 @@ def test_every_active_project_has_its_contribution_agreement(demo: Session) -> N
         ("official", PartyRole.SIGNING_OFFICIAL),
         ("officer", PartyRole.PROGRAM),
         ("tum-official", PartyRole.SIGNING_OFFICIAL),
-        ("savanna-official", PartyRole.SIGNING_OFFICIAL),
     ],
 )
 def test_each_demo_signer_has_an_agreement_to_sign(
@@ -263,12 +310,16 @@ def test_each_demo_signer_has_an_agreement_to_sign(
 
 
 def test_every_signing_official_login_signed_or_has_something_to_sign(demo: Session) -> None:
+    """Officials named in the demo, and those who became one by accepting an invitation."""
+    officials = 0
     for p in PEOPLE:
-        if not any(role == Role.SIGNING_OFFICIAL for role, _ in p.roles):
-            continue
         user = _person(demo, p.sub)
+        if not any(g.role == Role.SIGNING_OFFICIAL for g in user.role_grants):
+            continue
+        officials += 1
         signed = demo.scalar(select(func.count()).where(Signature.signed_by_id == user.id))
         assert signed or demo.scalars(signable_signatures(user)).all(), p.sub
+    assert officials == 4
 
 
 def test_a_former_signing_official_is_disabled_and_asked_for_nothing(demo: Session) -> None:
@@ -292,12 +343,13 @@ def _allocation(db: Session, title: str) -> Allocation:
 
 def test_the_demo_shows_every_state_of_allocations(demo: Session) -> None:
     """Pending (three agreements waiting on three parties), active (two in use, two not started),
-    used up, expired by the sweep, suspended with its institution — the same each time."""
+    used up, expired by the sweep (four projects whose period is over), suspended with its
+    institution — the same each time."""
     assert _states(demo, Allocation.state) == {
         AllocationState.PENDING: 3,
         AllocationState.ACTIVE: 4,
         AllocationState.EXHAUSTED: 1,
-        AllocationState.EXPIRED: 1,
+        AllocationState.EXPIRED: 4,
         AllocationState.SUSPENDED: 1,
     }
     assert set(_states(demo, Allocation.state)) == set(AllocationState)
@@ -321,8 +373,8 @@ def test_budget_counters_equal_the_allocations_they_hold(demo: Session) -> None:
         expired = _hours(demo, mine, Allocation.state == AllocationState.EXPIRED)
         assert cr.allocated_hours == held + expired, (cr.call.title, cr.resource.name)
         assert 0 <= cr.allocated_hours <= cr.budget_hours
-    (gone,) = demo.scalars(select(Allocation).where(Allocation.state == AllocationState.EXPIRED))
-    assert gone.hours and gone.ends_on < utcnow().date()
+    gone = demo.scalars(select(Allocation).where(Allocation.state == AllocationState.EXPIRED))
+    assert all(g.hours and g.ends_on < utcnow().date() for g in gone)
 
 
 def test_pending_allocations_say_which_agreement_they_wait_on(demo: Session) -> None:
@@ -411,15 +463,15 @@ def test_the_sweep_ran_and_has_nothing_left_to_do(demo: Session) -> None:
 #: The allocations each demo login sees (by state): their projects', their institution's as its
 #: signing official, all of them as program staff.
 SEES = {
-    "professor": {"active": 2, "pending": 1, "expired": 1},
+    "professor": {"active": 2, "pending": 1, "expired": 2},
     "student": {"active": 1, "pending": 1},
-    "official": {"active": 2, "pending": 2, "expired": 1},
-    "kyoto-prof": {"active": 2, "pending": 1},
-    "kyoto-official": {"active": 2, "pending": 1},
-    "reviewer": {"exhausted": 1},
-    "tum-official": {"exhausted": 1},
-    "officer": {"active": 4, "pending": 3, "exhausted": 1, "expired": 1, "suspended": 1},
-    "admin": {"active": 4, "pending": 3, "exhausted": 1, "expired": 1, "suspended": 1},
+    "official": {"active": 2, "pending": 2, "expired": 2},
+    "keio-prof": {"active": 2, "pending": 1, "expired": 1},
+    "keio-official": {"active": 2, "pending": 1, "expired": 1},
+    "reviewer": {"exhausted": 1, "expired": 1},
+    "tum-official": {"exhausted": 1, "expired": 1},
+    "officer": {"active": 4, "pending": 3, "exhausted": 1, "expired": 4, "suspended": 1},
+    "admin": {"active": 4, "pending": 3, "exhausted": 1, "expired": 4, "suspended": 1},
 }
 
 
@@ -573,7 +625,7 @@ def test_each_steward_has_requests_waiting_and_decides_only_on_their_datasets(
 
 def test_data_use_agreements_wait_on_a_researcher_and_a_signing_official(demo: Session) -> None:
     """Sam has a data-use agreement to sign (his access waits on it); Ada has signed hers for the
-    clinical notes, whose provider asks Northlake to co-sign: it waits on Olivia."""
+    clinical notes, whose provider asks UNC Charlotte to co-sign: it waits on Olivia."""
     for login, role in [
         ("student", PartyRole.RESEARCHER),
         ("official", PartyRole.SIGNING_OFFICIAL),
@@ -660,3 +712,204 @@ def test_requests_carry_their_decisions(demo: Session) -> None:
             assert request.decision_note
         if request.state in OPEN_REQUESTS:
             assert request.dataset.stewards
+
+
+# --- institutions and applications ---------------------------------------------------------------
+
+
+def test_every_institution_is_a_real_ror_record(demo: Session) -> None:
+    """Names, countries, websites and e-mail domains come from the shipped ROR subset (no
+    invented organisation or domain); the people named at an institution have its addresses."""
+    countries = set()
+    # A declined or withdrawn application let go of its ROR id; the audit log keeps it.
+    released = {
+        e.object_id: e.details["ror_id"]
+        for e in demo.scalars(
+            select(AuditEvent).where(AuditEvent.action == "institution.ror_released")
+        )
+    }
+    for institution in demo.scalars(select(Institution)):
+        if institution.state in (InstitutionState.DECLINED, InstitutionState.WITHDRAWN):
+            assert institution.ror_id is None and institution.id in released, institution.name
+        record = by_id(institution.ror_id or released[institution.id])
+        assert record is not None, institution.name
+        assert "education" in record.types and record.domains, institution.name
+        assert (institution.name, institution.country, institution.website) == (
+            record.name,
+            record.country_code,
+            record.website,
+        )
+        claimed = {d.domain for d in institution.all_domains}
+        assert claimed <= set(record.domains), institution.name
+        countries.add(institution.country)
+        for grant in demo.scalars(
+            select(RoleGrant).where(RoleGrant.institution_id == institution.id)
+        ):
+            email = grant.user.email or ""
+            assert email.rsplit("@", 1)[1] in record.domains, email
+    assert len(countries) == 10
+
+
+def _only(db: Session, state: InstitutionState) -> Institution:
+    (institution,) = db.scalars(select(Institution).where(Institution.state == state)).all()
+    return institution
+
+
+def test_the_application_just_received_has_everything_the_form_asks(demo: Session) -> None:
+    applied = _only(demo, InstitutionState.APPLIED)
+    application = applied.application
+    assert application is not None and application.applicant is not None
+    assert application.applicant.email == "c.okafor@nutm.edu.ng"
+    assert len(application.statement) >= 50 and application.technical_contact_email
+    assert application.idp_entity_id and ".example.org/" in application.idp_entity_id
+    assert {d.state for d in applied.all_domains} == {DomainState.PENDING}
+    (invitation,) = applied.official_invitations
+    assert invitation.state == OfficialInvitationState.PENDING
+    assert invitation.email.endswith("@nutm.edu.ng")
+    assert applied in demo.scalars(applications_of(_person(demo, "applicant"))).all()
+
+
+def test_applications_carry_their_decisions(demo: Session) -> None:
+    """Sent back with the program's note (its first proposed official declined); under review
+    with its official accepted; declined with the reason, its pending domain released and the
+    open invitation cancelled; withdrawn with the reason."""
+    changes = _only(demo, InstitutionState.CHANGES_REQUESTED)
+    assert changes.decision_note and "signing official" in changes.decision_note
+    assert [i.state for i in changes.official_invitations] == [OfficialInvitationState.DECLINED]
+    wits = _person(demo, "wits-applicant")
+    assert can_resubmit_application(wits, changes)
+    reviewed = _only(demo, InstitutionState.UNDER_REVIEW)
+    (accepted,) = reviewed.official_invitations
+    assert accepted.state == OfficialInvitationState.ACCEPTED
+    assert accepted.accepted_by is not None
+    assert accepted.accepted_by.has_role(Role.SIGNING_OFFICIAL, reviewed)
+    declined = _only(demo, InstitutionState.DECLINED)
+    assert declined.decision_note and declined.all_domains == []
+    assert {i.state for i in declined.official_invitations} == {OfficialInvitationState.CANCELLED}
+    withdrawn = _only(demo, InstitutionState.WITHDRAWN)
+    assert withdrawn.decision_note and withdrawn.application is not None
+    assert {i.state for i in withdrawn.official_invitations} == {OfficialInvitationState.CANCELLED}
+    suspended = _only(demo, InstitutionState.SUSPENDED)
+    assert suspended.decision_note and suspended.partner_since is not None
+    assert set(_states(demo, OfficialInvitation.state)) == set(OfficialInvitationState)
+
+
+def test_partners_became_partners_through_their_partnership_agreement(demo: Session) -> None:
+    """Each joined when its agreement was fully signed; the history is dated as it would have
+    happened (over the past three years), so the directory's "partner since" differs."""
+    since = set()
+    for institution in demo.scalars(
+        select(Institution).where(Institution.state == InstitutionState.PARTNER)
+    ):
+        joined = demo.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == "institution.join", AuditEvent.object_id == institution.id
+            )
+        ).one()
+        assert joined.details["agreement"]
+        assert institution.partner_since is not None
+        assert institution.partner_since < utcnow().date()
+        since.add(institution.partner_since)
+        assert institution.application is None  # registered by program staff
+    assert len(since) == 3
+
+
+def test_projects_were_approved_over_many_months(demo: Session) -> None:
+    """The overview's GPU-hours per month has more than one month to show."""
+    months = {
+        (p.decided_at.year, p.decided_at.month)
+        for p in demo.scalars(select(Proposal).where(Proposal.state == ProposalState.ACTIVE))
+        if p.decided_at is not None
+    }
+    assert len(months) >= 4
+
+
+def test_the_officials_console_has_something_in_every_section(demo: Session) -> None:
+    """Olivia: requests to join, members, proposals to endorse, agreements to sign, projects with
+    GPU-hours awarded and used, dataset grants, and a domain still to prove."""
+    olivia = _person(demo, "official")
+    (charlotte,) = [g.institution for g in olivia.role_grants if g.institution is not None]
+    assert olivia.has_role(Role.SIGNING_OFFICIAL, charlotte)
+    affiliations = Counter(
+        a.state
+        for a in demo.scalars(select(Affiliation).where(Affiliation.institution_id == charlotte.id))
+    )
+    assert affiliations[AffiliationState.REQUESTED] and affiliations[AffiliationState.ACTIVE] >= 3
+    awaiting = demo.scalars(
+        select(Proposal).where(
+            Proposal.institution_id == charlotte.id,
+            Proposal.state == ProposalState.AWAITING_ENDORSEMENT,
+        )
+    ).all()
+    assert awaiting
+    assert demo.scalars(signable_signatures(olivia)).all()
+    used = demo.scalars(
+        select(Allocation).where(
+            Allocation.institution_id == charlotte.id, Allocation.used_gpu_seconds > 0
+        )
+    ).all()
+    assert used
+    assert demo.scalars(select(Grant).where(Grant.institution_id == charlotte.id)).all()
+    assert {d.state for d in charlotte.all_domains} == {DomainState.VERIFIED, DomainState.PENDING}
+
+
+# --- open outputs and final reports --------------------------------------------------------------
+
+
+def test_the_demo_shows_every_state_of_final_reports(demo: Session) -> None:
+    """Every active project owes a report at its end: one due within the month, one overdue, one
+    submitted, one returned with the program's note, one accepted; the reminders went out."""
+    today = utcnow().date()
+    active = demo.scalars(select(Proposal).where(Proposal.state == ProposalState.ACTIVE)).all()
+    reports = {r.proposal_id: r for r in demo.scalars(select(FinalReport))}
+    assert set(reports) == {p.id for p in active}
+    assert set(_states(demo, FinalReport.state)) == set(ReportState)
+    due = [r for r in reports.values() if r.state == ReportState.DUE]
+    assert any(0 <= (r.due_on - today).days <= 30 for r in due)
+    assert any(r.due_on < today for r in due)
+    (returned,) = [r for r in reports.values() if r.state == ReportState.RETURNED]
+    assert returned.decision_note and "CC-BY-NC-4.0" in returned.decision_note
+    for report in reports.values():
+        if report.state != ReportState.DUE:
+            assert report.submitted_at is not None and report.summary
+        if report.state in (ReportState.ACCEPTED, ReportState.RETURNED):
+            assert report.decided_by is not None and report.decided_by.has_role(
+                Role.PROGRAM_OFFICER
+            )
+    assert all(v == 0 for v in outputs.sweep(demo).values())
+    sent = {r.last_reminder for r in reports.values() if r.last_reminder}
+    assert {"30", "overdue"} <= sent
+
+
+def test_released_outputs_check_off_plans_and_look_like_nothing_real(demo: Session) -> None:
+    """Some releases check off planned outputs, some were not planned, one licence is not open,
+    a project in use has released nothing yet; addresses are example.org/.com, DOIs use the
+    test prefix 10.5072."""
+    released = demo.scalars(select(ReleasedOutput)).all()
+    assert set(_states(demo, ReleasedOutput.kind)) == set(OutputKind)
+    assert any(o.planned_output_id is not None for o in released)
+    assert any(o.planned_output_id is None for o in released)
+    assert [o.license for o in released if not is_open_licence(o.license)] == ["CC-BY-NC-4.0"]
+    for o in released:
+        host = urlsplit(o.url).hostname or ""
+        assert host.endswith((".example.org", ".example.com")), o.url
+        assert o.doi is None or o.doi.startswith("10.5072/"), o.doi
+        if o.planned_output_id is not None:
+            assert o.planned_output is not None and o.planned_output.kind == o.kind
+    nothing = _allocation(demo, NOTHING_YET)
+    assert nothing.used_gpu_seconds > 0
+    assert not [o for o in released if o.proposal_id == nothing.proposal_id]
+
+
+def test_some_demo_pis_agree_to_be_named_publicly_and_some_do_not(demo: Session) -> None:
+    pis = {
+        p.pi.display_name: p.pi.public_name
+        for p in demo.scalars(select(Proposal).where(Proposal.state == ProposalState.ACTIVE))
+        if p.pi is not None
+    }
+    assert set(pis.values()) == {True, False}
+    assert pis["Ada Lovelace"] and not pis["Rafael Reviewer"]
+    declined = demo.scalars(select(Proposal).where(Proposal.state == ProposalState.DECLINED)).all()
+    assert [p.title for p in declined] == ["Distilling a commercial chat model into a small one"]
+    assert declined[0].pi is not None and declined[0].pi.public_name
+    assert demo.scalars(select(Proposal).where(Proposal.state == ProposalState.DRAFT)).all()

@@ -27,8 +27,9 @@ def test_loading_twice_loads_once(app: Flask, db: Session, attachments_in_tmp: N
     with app.app_context():
         first = load_if_empty()
         again = load_if_empty()
-        assert first is not None and first["agreements"] == 28 and first["allocations"] == 10
+        assert first is not None and first["agreements"] == 31 and first["allocations"] == 13
         assert (first["datasets"], first["access requests"], first["grants"]) == (10, 13, 12)
+        assert (first["institutions"], first["outputs"], first["final reports"]) == (10, 16, 13)
         assert again is None
-        assert flask_db.session.scalar(select(func.count()).select_from(Agreement)) == 28
-        assert flask_db.session.scalar(select(func.count()).select_from(Allocation)) == 10
+        assert flask_db.session.scalar(select(func.count()).select_from(Agreement)) == 31
+        assert flask_db.session.scalar(select(func.count()).select_from(Allocation)) == 13

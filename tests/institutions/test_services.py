@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from flask import Flask
 from sqlalchemy.orm import Session
 
 from portal.auth.models import Role
@@ -74,12 +75,15 @@ def test_suspension_needs_a_reason(db: Session) -> None:
     assert inst.state == InstitutionState.PARTNER
 
 
-def test_signing_official_may_withdraw_own_institution_but_not_approve_it(db: Session) -> None:
+def test_signing_official_may_withdraw_own_institution_but_not_approve_it(
+    app: Flask, db: Session
+) -> None:
     inst = make_institution(db, state=InstitutionState.UNDER_REVIEW)
     official = make_user(db, Role.SIGNING_OFFICIAL, institution=inst)
     with pytest.raises(PermissionDeniedError):
         services.transition(db, inst, "approve", actor=official)
-    services.transition(db, inst, "withdraw", actor=official, reason="we merged")
+    with app.app_context():  # withdrawing mails the institution's officials, with links
+        services.transition(db, inst, "withdraw", actor=official, reason="we merged")
     assert inst.state == InstitutionState.WITHDRAWN
 
 

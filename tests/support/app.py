@@ -22,6 +22,8 @@ TEST_CONFIG: dict[str, Any] = {
     "WTF_CSRF_ENABLED": False,
     "RATELIMIT_ENABLED": False,
     "SERVER_NAME": "portal.test",
+    # Public pages are not kept between requests (one test's page must not answer another's).
+    "PUBLIC_CACHE_SECONDS": 0,
 }
 
 

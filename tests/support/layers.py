@@ -41,6 +41,9 @@ DOMAINS = (
     "allocations",
     "agreements",
     "datasets",
+    "outputs",
+    "console",
+    "public",
     "api",
     "reports",
 )
