@@ -17,7 +17,13 @@ from sqlalchemy.orm import selectinload
 from portal.auth.models import User
 from portal.core.models import AnySession
 from portal.core.workflow import Step
-from portal.institutions.models import Affiliation, AffiliationState, Institution, InstitutionState
+from portal.institutions.models import (
+    Affiliation,
+    AffiliationState,
+    Institution,
+    InstitutionState,
+    OfficialInvitation,
+)
 from portal.institutions.permissions import (
     application_deciders,
     deciders_of_affiliation,
@@ -81,6 +87,13 @@ OFFICIAL_INVITED = register_kind(
         "Invitation to be a signing official",
         "An applicant proposed you as the signing official of their institution.",
         mandatory=True,
+    )
+)
+OFFICIAL_ANSWERED = register_kind(
+    EmailKind(
+        "institutions/official_answered",
+        "Answers to your signing-official invitations",
+        "Someone you proposed as your institution's signing official accepted or declined.",
     )
 )
 PARTNERSHIP_STARTED = register_kind(
@@ -248,6 +261,30 @@ def official_invited(
             **_application_context(institution),
             "invited_by": invited_by.display_name,
             "accept_url": external_url("applications.invitation", token=token),
+        },
+    )
+
+
+def official_answered(session: AnySession, step: Step[OfficialInvitation, Any]) -> None:
+    """Tell the applicant that the person they proposed as signing official accepted (and who
+    they logged in as) or declined — a declined one needs another name on the application."""
+    invitation = step.obj
+    institution = invitation.institution
+    application = institution.application
+    applicant = application.applicant if application is not None else None
+    if applicant is None or applicant.is_disabled or applicant.id == step.actor.id:
+        return
+    enqueue_email(
+        session,
+        OFFICIAL_ANSWERED.key,
+        to=applicant,
+        context={
+            **_application_context(institution),
+            "invited_email": invitation.email,
+            "person_name": step.actor.display_name,
+            "person_email": step.actor.email,
+            "accepted": step.action == "accept",
+            "edit_url": external_url("applications.edit", institution_id=institution.id),
         },
     )
 

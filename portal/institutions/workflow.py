@@ -292,10 +292,10 @@ OFFICIAL_INVITATION_WORKFLOW: Workflow[OfficialInvitation, I] = Workflow(
         "decline": permissions.can_answer_invitation,
         "cancel": permissions.can_cancel_invitation,
     },
-    mails={},
-    # The application's page shows each answer to the applicant and program staff; a cancelled
-    # link says so when it is opened, and the application's decision mail tells the applicant.
-    silent=frozenset(INVITATION_TRANSITIONS),
+    mails={"accept": emails.official_answered, "decline": emails.official_answered},
+    # Cancelling is the applicant's (or the program's) own doing, or part of a decision whose mail
+    # tells the applicant; a cancelled link says so when it is opened.
+    silent=frozenset({"cancel"}),
     fields=_answered,
     effects={"accept": grant_official_role},
 )

@@ -19,12 +19,13 @@ from portal.core.errors import NotFoundError, PermissionDeniedError
 from portal.core.models import utcnow
 from portal.core.workflow import StaleStateError
 from portal.institutions import onboarding
-from portal.institutions.emails import OFFICIAL_INVITED
+from portal.institutions.emails import OFFICIAL_ANSWERED, OFFICIAL_INVITED
 from portal.institutions.models import Institution, InstitutionState, OfficialInvitation
 from portal.institutions.models import OfficialInvitationState as State
 from portal.institutions.onboarding import InvitationGoneError
 from portal.institutions.permissions import can_edit_application, can_view_application
 from portal.institutions.workflow import OFFICIAL_INVITATION_WORKFLOW
+from portal.notifications.rendering import render_email
 from tests.factories import make_user
 from tests.institutions.onboarding_factories import (
     application_fields,
@@ -253,3 +254,29 @@ def test_only_staff_and_those_who_may_change_the_application_cancel(db: Session)
     assert not rule(
         make_user(db, Role.SIGNING_OFFICIAL, institution=make_application(db)), invitation
     )
+
+
+@pytest.mark.parametrize("answer", ["accept", "decline"])
+def test_the_applicant_hears_each_answer_and_what_to_do_next(db: Session, answer: str) -> None:
+    inst, token = _application(db)
+    rector = make_user(db, display_name="Rita Rector", email=BOSS)
+    (onboarding.accept_invitation if answer == "accept" else onboarding.decline_invitation)(
+        db, token, actor=rector
+    )
+    (msg,) = outbox(db, OFFICIAL_ANSWERED.key)
+    assert inst.application is not None and msg.recipient_id == inst.application.applicant_id
+    r = render_email(msg)
+    verb = "accepted" if answer == "accept" else "declined"
+    assert r.subject == f"Rita Rector {verb} to sign for {inst.name}"
+    assert f"/applications/{inst.id}" in r.text
+    if answer == "decline":
+        assert f"/applications/{inst.id}/edit" in r.text and "propose someone else" in r.text
+    else:
+        assert "Nothing is needed from you" in r.text and "partnership agreement" in r.text
+
+
+def test_an_applicant_who_accepts_their_own_invitation_gets_no_mail_about_it(db: Session) -> None:
+    inst, token = _application(db)
+    assert inst.application is not None and inst.application.applicant is not None
+    onboarding.accept_invitation(db, token, actor=inst.application.applicant)
+    assert outbox(db, OFFICIAL_ANSWERED.key) == []
