@@ -32,9 +32,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix portal tests
 	$(BIN)/ruff format portal tests
 
-## Performance benchmarks (not part of `make test`)
+## Performance benchmarks over HTTP under gunicorn, beside a bare-Flask floor (not part of `make test`)
+# Writes docs/benchmarks/ (results.md, results.json, latency.png). Knobs (tests/benchmarks/settings.py):
+# BENCH_SCALE (1), BENCH_SEED (1), BENCH_DATABASE_URL (PostgreSQL instead of SQLite), BENCH_ROUNDS (30),
+# BENCH_SECONDS (10), BENCH_WORKERS, BENCH_CLIENTS, BENCH_IMPORT_LINES (200000 at scale 1), BENCH_OUTPUT.
+# A quick run: BENCH_SCALE=0.01 BENCH_ROUNDS=5 BENCH_SECONDS=2 make bench
 bench: $(STAMP)
-	$(BIN)/pytest tests/benchmarks -p no:cacheprovider -o addopts="" -s
+	$(BIN)/pytest tests/benchmarks -p no:cacheprovider -o addopts="" -s -q
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

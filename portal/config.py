@@ -97,6 +97,9 @@ DEFAULTS: dict[str, Any] = {
     # How many reverse proxies stand in front of the app; their X-Forwarded-For/-Proto/-Host
     # headers are trusted for that many hops (client IP in the audit log and rate limits, https URLs).
     "TRUSTED_PROXIES": 0,
+    # Add an X-SQL-Statements header (the request's SQL statement count) to every response; for
+    # `make bench`, which reads it over HTTP. Leave off in production.
+    "SQL_COUNT_HEADER": False,
     # --- Institutions (portal/institutions) ---
     # Nameservers asked when checking a domain's TXT record ("Check DNS now"), e.g.
     # ["9.9.9.9", "[2620:fe::fe]:53", "10.0.0.2:5353"]; empty: the system's resolvers.

@@ -153,6 +153,8 @@ class Agreement(TimestampMixin, Base):
             where="state = 'awaiting'",
         ),
         Index("ix_agreements_subject", "subject_type", "subject_id"),
+        # The agreements list's order (newest first): its first page read in order.
+        Index("ix_agreements_created_at", "created_at", "id"),
         CheckConstraint(
             "state != 'active' OR completed_at IS NOT NULL", name="completed_when_active"
         ),
@@ -251,6 +253,8 @@ class Signature(Base):
             "AND length(text_sha256) = 64 AND typed_name IS NOT NULL)",
             name="signed_with_evidence",
         ),
+        # The slots open to a role and still to sign ("Agreements to sign" for that role).
+        Index("ix_agreement_signatures_role_state", "role", "state", "user_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

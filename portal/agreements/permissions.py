@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, false, literal, or_, select
+from sqlalchemy import CompoundSelect, Select, and_, exists, false, or_, select, union
 from sqlalchemy.orm import aliased, object_session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -98,19 +98,30 @@ def visible_agreements(user: Any) -> Select[Agreement]:
         return q.where(false())
     if is_staff(u):
         return q
-    party = exists().where(
-        Signature.agreement_id == Agreement.id,
-        or_(Signature.user_id == u.id, Signature.signed_by_id == u.id),
+    return q.where(Agreement.id.in_(_visible_ids(u)))
+
+
+def _visible_ids(u: User) -> CompoundSelect[Any]:
+    """The ids of the agreements ``u`` sees without being staff: those they are a party to or
+    signed, their projects' and their institutions' (as signing official). Each way is found
+    by its own index and the ids joined; one condition OR-ing the ways would read every
+    agreement."""
+    party = select(Signature.agreement_id).where(
+        or_(Signature.user_id == u.id, Signature.signed_by_id == u.id)
     )
-    team = exists().where(
-        TeamMember.proposal_id == Agreement.proposal_id, TeamMember.user_id == u.id
+    team = (
+        select(Agreement.id)
+        .join(TeamMember, TeamMember.proposal_id == Agreement.proposal_id)
+        .where(TeamMember.user_id == u.id)
     )
-    official = Agreement.institution_id.in_(
-        select(RoleGrant.institution_id).where(
-            RoleGrant.user_id == u.id, RoleGrant.role == Role.SIGNING_OFFICIAL
+    official = select(Agreement.id).where(
+        Agreement.institution_id.in_(
+            select(RoleGrant.institution_id).where(
+                RoleGrant.user_id == u.id, RoleGrant.role == Role.SIGNING_OFFICIAL
+            )
         )
     )
-    return q.where(or_(party, team, official))
+    return union(*(q.correlate(None) for q in (party, team, official)))
 
 
 #: Whether the subject of an agreement has ended (the access a data-use agreement was for was
@@ -219,6 +230,35 @@ def _its_turn(s: Any) -> ColumnElement[bool]:
     )
 
 
+def _fillable_ids(u: User) -> CompoundSelect[Any]:
+    """The ids of the pending slots ``u`` may fill (``can_sign``): those naming them, and those
+    open to a role they hold (a signing official's, at their institutions). The roles are known
+    here, so only their ways are asked, each by its own index."""
+    ways = [
+        select(Signature.id).where(
+            Signature.user_id == u.id, Signature.state == SignatureState.PENDING
+        )
+    ]
+    for party, role in _ROLE_FOR_PARTY.items():
+        if not u.has_role(role):
+            continue
+        open_slots = select(Signature.id).where(
+            Signature.role == party,
+            Signature.state == SignatureState.PENDING,
+            Signature.user_id.is_(None),
+        )
+        if role == Role.SIGNING_OFFICIAL:
+            open_slots = open_slots.where(
+                Signature.agreement_id.in_(
+                    select(Agreement.id).where(
+                        Agreement.institution_id.in_(sorted(u.institution_ids_for(role)))
+                    )
+                )
+            )
+        ways.append(open_slots)
+    return union(*(q.correlate(None) for q in ways))
+
+
 def signable_signatures(user: Any) -> Select[Signature]:
     """The slots ``user`` may sign now (their turn has come): the "Agreements to sign" list."""
     u = as_user(user)
@@ -228,10 +268,10 @@ def signable_signatures(user: Any) -> Select[Signature]:
         select(Signature)
         .join(Agreement, Agreement.id == Signature.agreement_id)
         .where(
+            Signature.id.in_(_fillable_ids(u)),
             Agreement.state == AgreementState.AWAITING,
             Signature.state == SignatureState.PENDING,
             _its_turn(Signature),
-            _signer_sql(literal(u.id), Signature, Agreement),
         )
     )
 

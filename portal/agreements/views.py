@@ -26,7 +26,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import Select, exists, func, or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import contains_eager, defer, joinedload, selectinload
 
 from portal.agreements import services, text
 from portal.agreements.forms import (
@@ -50,7 +50,6 @@ from portal.agreements.models import (
     TemplateVersion,
     VersionState,
 )
-from portal.agreements.pdf import agreement_pdf
 from portal.agreements.permissions import (
     can_manage_agreements,
     can_sign,
@@ -162,7 +161,10 @@ def index() -> ResponseReturnValue:
     """The agreements the current user may see: search, state and kind, sort, paging; program
     staff download them as CSV."""
     kinds = KindFilterForm(request.args)
-    stmt = visible_agreements(current_user).options(selectinload(Agreement.signatures))
+    # The list never shows an agreement's text (the largest column by far): not read for it.
+    stmt = visible_agreements(current_user).options(
+        defer(Agreement.text), selectinload(Agreement.signatures)
+    )
     kind = kinds.chosen()
     if kind is not None:
         stmt = stmt.where(Agreement.kind == kind)
@@ -224,7 +226,9 @@ def _waiting_on_others(user: Any) -> Select[Agreement]:
     return (
         visible_agreements(user)
         .where(Agreement.state == AgreementState.AWAITING, party, Agreement.id.not_in(mine_now))
-        .options(selectinload(Agreement.signatures))
+        # Joined, not a query of their own: the page sends as many statements whether or not
+        # anything waits on others.
+        .options(defer(Agreement.text), joinedload(Agreement.signatures))
         .order_by(Agreement.state_changed_at, Agreement.id)
     )
 
@@ -244,7 +248,9 @@ def mine() -> ResponseReturnValue:
         ),
         TO_SIGN,
     )
-    others = db.session.scalars(_waiting_on_others(current_user).limit(WAITING_LIMIT)).all()
+    others = (
+        db.session.scalars(_waiting_on_others(current_user).limit(WAITING_LIMIT)).unique().all()
+    )
     return render_template(
         "agreements/mine.html",
         page=listing.page,
@@ -428,6 +434,9 @@ def _signed_only(agreement: Agreement) -> None:
 @login_required
 def pdf(agreement_id: int) -> ResponseReturnValue:
     """The signed agreement as a PDF (text, parties, signatures and the SHA-256), as a download."""
+    # fpdf2 is imported on the first PDF, not by every worker at start (memory per worker).
+    from portal.agreements.pdf import agreement_pdf
+
     agreement = _visible(agreement_id)
     _signed_only(agreement)
     return Response(
@@ -748,7 +757,7 @@ def register_ui(app: Flask) -> None:
     def to_sign(user: Any) -> dict[str, Any] | None:
         rows = db.session.scalars(
             signable_signatures(user)
-            .options(selectinload(Signature.agreement))
+            .options(contains_eager(Signature.agreement))
             .order_by(Agreement.state_changed_at, Signature.id)
             .limit(10)
         ).all()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import click
 from flask import Flask
 from flask.cli import AppGroup
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from portal.allocations import services, usage
 from portal.core import audit
@@ -97,13 +95,26 @@ def import_command(files: tuple[str, ...]) -> None:
     report = usage.ImportReport()
     jobs: list[usage.Job] = []
     for name in files:
-        with click.open_file(name, encoding="utf-8", errors="replace") as f:
+        with (
+            click.open_file(name, encoding="utf-8", errors="replace") as f,
+            usage.collector_paused(),
+        ):
             source = "<stdin>" if name == "-" else name
             jobs += (
                 j
                 for j in usage.parse_sacct(f, source=source, report=report)
                 if isinstance(j, usage.Job)
             )
+    # Imported here, not with the module: the web workers that load this module never draw bars.
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     console = Console(stderr=True)
     bar = Progress(
         TextColumn("{task.description}"),

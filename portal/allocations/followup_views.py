@@ -381,12 +381,7 @@ def allocation_section(allocation: Allocation, user: Any) -> dict[str, Any] | No
     )
     may_ask = can_request_follow_up(user, allocation)
     kinds = followups.kinds_open(db.session, allocation, requests) if may_ask else []
-    renews = (
-        db.session.get(Allocation, allocation.renewed_from_id)
-        if allocation.renewed_from_id
-        else None
-    )
-    renewal = followups.renewed_by(db.session, allocation)
+    renews, renewal = followups.renewal_chain(db.session, allocation)
     if not (requests or kinds or renews or renewal):
         return None
     return {

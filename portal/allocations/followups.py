@@ -25,7 +25,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from sqlalchemy import BigInteger, cast, delete, select, update
+from sqlalchemy import BigInteger, cast, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import object_session
 
@@ -89,6 +89,22 @@ def latest_extension(allocation: Allocation) -> dt.date:
 def renewed_by(session: AnySession, allocation: Allocation) -> Allocation | None:
     """The allocation that renews ``allocation``, if it was renewed."""
     return session.scalar(select(Allocation).where(Allocation.renewed_from_id == allocation.id))
+
+
+def renewal_chain(
+    session: AnySession, allocation: Allocation
+) -> tuple[Allocation | None, Allocation | None]:
+    """(the allocation ``allocation`` renews, the one that renews it), in one query."""
+    links = session.scalars(
+        select(Allocation).where(
+            or_(
+                Allocation.id == allocation.renewed_from_id,
+                Allocation.renewed_from_id == allocation.id,
+            )
+        )
+    ).all()
+    renews = next((a for a in links if a.id == allocation.renewed_from_id), None)
+    return renews, next((a for a in links if a.renewed_from_id == allocation.id), None)
 
 
 def kinds_open(

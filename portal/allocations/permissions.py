@@ -26,6 +26,7 @@ from portal.allocations.models import (
 )
 from portal.auth.models import Role, RoleGrant, User
 from portal.auth.permissions import as_user, is_staff
+from portal.core.memo import per_request
 from portal.core.models import utcnow
 from portal.core.permissions import rule
 from portal.proposals.models import EDITORS, CallResource, TeamMember
@@ -138,6 +139,7 @@ def can_request_follow_up(user: Any, allocation: Allocation) -> bool:
     return u is not None and _requester(u, allocation)
 
 
+@per_request
 def _reviewer_assignments(u: User) -> Sequence[AllocationReviewer]:
     """``u``'s assignments as an allocation reviewer (none unless ``u`` holds the reviewer role)."""
     session = object_session(u)

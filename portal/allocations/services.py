@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import BigInteger, Table, bindparam, literal, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from portal.allocations import budget, emails
 from portal.allocations.models import (
@@ -154,18 +155,47 @@ def charge(session: AnySession, allocation: Allocation, gpu_seconds: int) -> Non
     hours is used up."""
     if gpu_seconds == 0:
         return
-    session.execute(
-        update(Allocation)
-        .where(Allocation.id == allocation.id)
-        .values(used_gpu_seconds=Allocation.used_gpu_seconds + gpu_seconds)
-        .execution_options(synchronize_session=False)
-    )
+    charge_many(session, {allocation.id: gpu_seconds})
     session.refresh(allocation, ["used_gpu_seconds", "state"])
-    if (
-        allocation.state == S.ACTIVE
-        and allocation.used_gpu_seconds >= allocation.hours * SECONDS_PER_HOUR
-    ):
+
+
+def charge_many(session: AnySession, gpu_seconds: Mapping[int, int]) -> list[Allocation]:
+    """Add GPU-seconds to several allocations' usage (allocation id → GPU-seconds, negative: jobs
+    re-reported shorter), each a relative UPDATE (imports and pushes may run at once), in one
+    statement; the active ones whose usage reaches their hours are used up. The allocations
+    used up, in id order."""
+    charged = sorted((i, seconds) for i, seconds in gpu_seconds.items() if seconds)
+    if not charged:
+        return []
+    table = cast(Table, Allocation.__table__)
+    session.execute(
+        update(table)
+        .where(table.c.id == bindparam("charged_id"))
+        .values(used_gpu_seconds=table.c.used_gpu_seconds + bindparam("gpu_seconds")),
+        [{"charged_id": i, "gpu_seconds": seconds} for i, seconds in charged],
+    )
+    ids = [i for i, _ in charged]
+    used_up = session.scalars(
+        select(Allocation)
+        .where(
+            Allocation.id.in_(ids),
+            Allocation.state == S.ACTIVE,
+            Allocation.used_gpu_seconds >= Allocation.hours * literal(SECONDS_PER_HOUR, BigInteger),
+        )
+        .order_by(Allocation.id)
+        # what their mail says (emails.context), for all of them at once
+        .options(selectinload(Allocation.proposal), selectinload(Allocation.resource))
+        .execution_options(populate_existing=True)
+    ).all()
+    for allocation in used_up:
         ALLOCATION_WORKFLOW.run(session, allocation, "exhaust", actor=None)
+    # The ones this session holds have their usage read again when next used.
+    mapper = Allocation.__mapper__
+    for i in ids:
+        held = session.identity_map.get(mapper.identity_key_from_primary_key((i,)))
+        if held is not None:
+            session.expire(held, ["used_gpu_seconds", "updated_at"])
+    return list(used_up)
 
 
 # --- the scheduled sweep -------------------------------------------------------------------------

@@ -16,22 +16,36 @@ usage import`` now and by the operators' usage push later; both call :func:`reco
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import gc
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import (
+    Dialect,
+    Row,
+    Table,
+    TypeDecorator,
+    bindparam,
+    insert,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from portal.allocations import services
 from portal.allocations.models import SECONDS_PER_HOUR, Allocation, AllocationState, UsageRecord
 from portal.core import audit
-from portal.core.models import AnySession, utcnow
+from portal.core.models import AnySession, UTCDateTime, utcnow
 
-#: Jobs written per batch: one read of their existing records, one multi-row insert, one bulk
-#: update and one charge per allocation and batch.
-BATCH = 2000
+#: Jobs written per batch: one read of their existing records, one insert, one update and one
+#: charge of every allocation the batch's jobs go to (as many as an operator pushes at once).
+BATCH = 5000
 #: Bound parameters per ``IN (…)`` list (SQLite allows 32,766 in a statement).
 IN_CHUNK = 1000
 
@@ -61,21 +75,29 @@ class Job:
     state: str = ""
 
     def __post_init__(self) -> None:
-        for name, value, longest in (
-            ("cluster", self.cluster, MAX_CLUSTER),
-            ("job id", self.job_id, MAX_JOB_ID),
-            ("account", self.account, MAX_ACCOUNT),
+        # One test for the usual job (hundreds of thousands per import), the reason only if not.
+        if not (
+            0 < len(self.cluster) <= MAX_CLUSTER
+            and 0 < len(self.job_id) <= MAX_JOB_ID
+            and 0 < len(self.account) <= MAX_ACCOUNT
         ):
-            if not value:
-                raise ValueError(f"no {name}")
-            if len(value) > longest:
-                raise ValueError(f"the {name} is longer than {longest} characters")
+            for name, value, longest in (
+                ("cluster", self.cluster, MAX_CLUSTER),
+                ("job id", self.job_id, MAX_JOB_ID),
+                ("account", self.account, MAX_ACCOUNT),
+            ):
+                if not value:
+                    raise ValueError(f"no {name}")
+                if len(value) > longest:
+                    raise ValueError(f"the {name} is longer than {longest} characters")
         if self.gpus < 0 or self.elapsed_seconds < 0:
             raise ValueError("GPUs and elapsed seconds cannot be negative")
-        for when in (self.started_at, self.ended_at):
-            if when is not None and when.tzinfo is None:
-                raise ValueError("times must be timezone-aware")
-        self.state = self.state[:MAX_STATE]
+        if (self.started_at is not None and self.started_at.tzinfo is None) or (
+            self.ended_at is not None and self.ended_at.tzinfo is None
+        ):
+            raise ValueError("times must be timezone-aware")
+        if len(self.state) > MAX_STATE:
+            self.state = self.state[:MAX_STATE]
 
     @property
     def gpu_seconds(self) -> int:
@@ -185,13 +207,26 @@ def _gpus(tres: str) -> int:
 
 
 def _time(name: str, value: str) -> dt.datetime | None:
-    if value.strip().lower() in NO_TIME:
+    text = value.strip()
+    if not text or text.lower() in NO_TIME:
         return None
     try:
-        when = dt.datetime.fromisoformat(value.strip())
+        when = dt.datetime.fromisoformat(text)
     except ValueError:
         raise _LineError(f"{name} is not a time: {value!r}") from None
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+
+
+#: Distinct ``AllocTRES`` values and times a reader remembers (``sacct`` repeats the same few
+#: TRES values on every line, and jobs of one array or one minute share their times).
+REMEMBERED = 4096
+
+
+def _remembered(cache: dict[str, Any], key: str, value: Any) -> Any:
+    if len(cache) >= REMEMBERED:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _columns(header: list[str]) -> dict[str, int] | str:
@@ -216,63 +251,105 @@ def parse_sacct(
     needed is one Malformed line and the end of the file.
 
     ``report``, when given, counts the lines and job steps read and keeps the malformed lines."""
-    if report is not None and source:
+    if report is None:
+        report = ImportReport()  # counted for nobody
+    elif source:
         report.sources.append(source)
     columns: dict[str, int] | None = None
     width = 0
+    # Where each column is (set by the header line), and what this file's values came to.
+    job_at = account_at = cluster_at = tres_at = elapsed_at = 0
+    start_at = end_at = state_at = None
+    gpus_of: dict[str, int] = {}
+    times: dict[str, dt.datetime | None] = {}
     for number, raw in enumerate(lines, start=1):
-        if report is not None:
-            report.lines += 1
+        report.lines += 1
         line = raw.rstrip("\r\n")
-        if not line.strip():
+        if not line or line.isspace():
             continue
         fields = line.split("|")
-        if fields[-1] == "" and len(fields) == width + 1:
-            fields.pop()  # ``--parsable`` (not ``--parsable2``) ends every line with a '|'
         if columns is None:
             fields[0] = fields[0].lstrip("\ufeff")  # a byte-order mark some editors save
             if fields[-1] == "":
-                fields.pop()
+                fields.pop()  # ``--parsable`` (not ``--parsable2``) ends lines with a '|'
             found = _columns(fields)
             if isinstance(found, str):
                 bad = Malformed(number, found, line[:200], source)
-                if report is not None:
-                    report.malformed.append(bad)
+                report.malformed.append(bad)
                 yield bad
                 return
             columns, width = found, len(fields)
+            job_at, account_at, cluster_at, tres_at, elapsed_at = (
+                found[c] for c in REQUIRED_COLUMNS
+            )
+            start_at, end_at, state_at = (found.get(c) for c in OPTIONAL_COLUMNS)
             continue
         try:
             if len(fields) != width:
-                raise _LineError(f"{len(fields)} fields where the header has {width}")
-            job_id = fields[columns["JobID"]].strip()
+                if len(fields) != width + 1 or fields[-1] != "":
+                    raise _LineError(f"{len(fields)} fields where the header has {width}")
+                fields.pop()
+            job_id = fields[job_at]
             if "." in job_id:
-                if report is not None:
-                    report.steps += 1
+                report.steps += 1
                 continue
-            elapsed = fields[columns["ElapsedRaw"]].strip()
+            job_id = job_id.strip()
+            elapsed = fields[elapsed_at].strip()
             if not elapsed.isdigit():
                 raise _LineError(f"ElapsedRaw is not a whole number of seconds: {elapsed!r}")
+            tres = fields[tres_at]
+            gpus = gpus_of[tres] if tres in gpus_of else _remembered(gpus_of, tres, _gpus(tres))
+            started = ended = None
+            if start_at is not None:
+                value = fields[start_at]
+                started = (
+                    times[value]
+                    if value in times
+                    else _remembered(times, value, _time("Start", value))
+                )
+            if end_at is not None:
+                value = fields[end_at]
+                ended = (
+                    times[value]
+                    if value in times
+                    else _remembered(times, value, _time("End", value))
+                )
             job = Job(
-                cluster=fields[columns["Cluster"]].strip(),
-                job_id=job_id,
-                account=fields[columns["Account"]].strip(),
-                gpus=_gpus(fields[columns["AllocTRES"]]),
-                elapsed_seconds=int(elapsed),
-                started_at=_time("Start", fields[columns["Start"]]) if "Start" in columns else None,
-                ended_at=_time("End", fields[columns["End"]]) if "End" in columns else None,
-                state=fields[columns["State"]].strip() if "State" in columns else "",
+                fields[cluster_at].strip(),
+                job_id,
+                fields[account_at].strip(),
+                gpus,
+                int(elapsed),
+                started,
+                ended,
+                fields[state_at].strip() if state_at is not None else "",
             )
         except ValueError as e:  # _LineError, or a value Job refuses
             bad = Malformed(number, str(e), line[:200], source)
-            if report is not None:
-                report.malformed.append(bad)
+            report.malformed.append(bad)
             yield bad
             continue
         yield job
 
 
 # --- charging -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused for a bulk step (and on again after, if it was on). An
+    import makes hundreds of thousands of objects that live until it ends (the jobs, their
+    records), and every few thousand of them start the collector, now and then over the whole
+    heap: up to a third of an import's time, to free nothing (they hold no cycles; memory is
+    freed by reference counting as ever). The switch is the process's: of two steps at once in
+    one process, the one that found it on turns it on again when it ends."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -282,8 +359,9 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 def _allocations(
     session: AnySession, pairs: set[tuple[str, str]]
-) -> dict[tuple[str, str], Allocation]:
-    """The allocations of these (cluster, account) pairs, locked for this transaction.
+) -> dict[tuple[str, str], Row[int, str, str, AllocationState]]:
+    """The allocations of these (cluster, account) pairs (id, cluster, account, state), locked
+    for this transaction.
 
     The lock (``SELECT … FOR UPDATE`` in id order, so two imports never deadlock) makes
     concurrent imports and pushes of the same allocation's jobs take turns: the second reads the
@@ -302,103 +380,210 @@ def _allocations(
             )
             if (row.cluster, row.account) in pairs
         ]
-    found: dict[tuple[str, str], Allocation] = {}
+    found: dict[tuple[str, str], Row[int, str, str, AllocationState]] = {}
     for chunk in _chunks(sorted(ids), IN_CHUNK):
-        for allocation in session.scalars(
-            select(Allocation)
+        for row in session.execute(
+            select(Allocation.id, Allocation.cluster, Allocation.account, Allocation.state)
             .where(Allocation.id.in_(chunk))
             .order_by(Allocation.id)
             .with_for_update()
-            .execution_options(populate_existing=True)
         ):
-            found[(allocation.cluster, allocation.account)] = allocation
+            found[(row.cluster, row.account)] = row
     return found
 
 
+def _remembering(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """``process``, remembering what it made of the last ``REMEMBERED`` distinct values."""
+    if process is None:
+        return None
+    done: dict[Any, Any] = {}
+
+    def remembered(value: Any) -> Any:
+        if value is None:
+            return None
+        converted = done.get(value)
+        if converted is None:
+            if len(done) >= REMEMBERED:
+                done.clear()
+            converted = done[value] = process(value)
+        return converted
+
+    return remembered
+
+
+class _RecordTime(TypeDecorator[dt.datetime]):
+    """A usage record's time as its column keeps it (``UTCDateTime``), each distinct value
+    converted to or from the database's form once: an import writes its own time on every
+    record it writes, and jobs of one array or one scheduler cycle start and end together."""
+
+    impl = UTCDateTime
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        return _remembering(super().bind_processor(dialect))
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        return _remembering(super().result_processor(dialect, coltype))
+
+
+_TABLE = cast(Table, UsageRecord.__table__)
+_RECORDS = _TABLE.c
+_TIMES = ("started_at", "ended_at", "imported_at")
 #: The columns of a usage record that a report sets (besides its key, cluster and job id).
 _FIGURES = (
-    UsageRecord.allocation_id,
-    UsageRecord.account,
-    UsageRecord.gpus,
-    UsageRecord.elapsed_seconds,
-    UsageRecord.started_at,
-    UsageRecord.ended_at,
-    UsageRecord.job_state,
+    _RECORDS.allocation_id,
+    _RECORDS.account,
+    _RECORDS.gpus,
+    _RECORDS.elapsed_seconds,
+    _RECORDS.started_at,
+    _RECORDS.ended_at,
+    _RECORDS.job_state,
 )
 _FIGURE_KEYS = tuple(column.key for column in _FIGURES)
-
-
-def _figures(job: Job, allocation_id: int) -> tuple[Any, ...]:
-    """What a report of ``job`` sets, in ``_FIGURES``' order (compared with a record's)."""
-    return (
-        allocation_id,
-        job.account,
-        job.gpus,
-        job.elapsed_seconds,
-        job.started_at,
-        job.ended_at,
-        job.state,
+#: The statements of a batch, built once: the read of its records, and the insert and update
+#: of many records each (``executemany``).
+_READ = select(
+    _RECORDS.cluster,
+    _RECORDS.job_id,
+    _RECORDS.id,
+    *(type_coerce(c, _RecordTime()) if c.key in _TIMES else c for c in _FIGURES),
+)
+_INSERT = insert(_TABLE).values({key: bindparam(key, type_=_RecordTime()) for key in _TIMES})
+_UPDATE = (
+    update(_TABLE)
+    .where(_RECORDS.id == bindparam("record_id"))
+    .values(
+        {
+            key: bindparam(key, type_=_RecordTime() if key in _TIMES else None)
+            for key in (*_FIGURE_KEYS, "imported_at")
+        }
     )
+)
 
 
-def _as_values(figures: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(_FIGURE_KEYS, figures, strict=True))
+#: The columns an insert of new records sets, in the order ``_insert_records`` takes them.
+_NEW_COLUMNS = (
+    "allocation_id",
+    "cluster",
+    "job_id",
+    "account",
+    "gpus",
+    "elapsed_seconds",
+    "started_at",
+    "ended_at",
+    "job_state",
+    "imported_at",
+)
+
+
+@functools.cache
+def _compiled_insert(
+    dialect: Dialect,
+) -> tuple[str, list[int] | None, list[tuple[int, Callable[[Any], Any]]]]:
+    """``_INSERT`` compiled for ``dialect``: its SQL, where each of the driver's positional
+    parameters comes from in a row of ``_NEW_COLUMNS`` (None: the driver takes them by name), and
+    which values are converted for the database (their column types' bind processors)."""
+    compiled = _INSERT.compile(
+        dialect=dialect, column_keys=list(_NEW_COLUMNS), for_executemany=True
+    )
+    assert isinstance(compiled, SQLCompiler)
+    where = {key: i for i, key in enumerate(_NEW_COLUMNS)}
+    order = [where[key] for key in compiled.positiontup or ()] if compiled.positional else None
+    converted: list[tuple[int, Callable[[Any], Any]]] = []
+    for key, i in where.items():
+        process = compiled.binds[key].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            converted.append((i, process))
+    return compiled.string, order, converted
+
+
+def _insert_records(session: AnySession, rows: list[list[Any]]) -> None:
+    """Insert new records (each a list of values in ``_NEW_COLUMNS``' order) with one
+    ``executemany`` of the compiled ``_INSERT``: the values converted as SQLAlchemy converts them,
+    without its parameter dictionary per row (an import inserts tens of thousands)."""
+    connection = session.connection()
+    sql, order, converted = _compiled_insert(connection.dialect)
+    for row in rows:
+        for i, process in converted:
+            row[i] = process(row[i])
+    params: list[Any]
+    if order is None:
+        params = [dict(zip(_NEW_COLUMNS, row, strict=True)) for row in rows]
+    elif order == sorted(order):  # the driver's order is the rows' (SQLite's)
+        params = [tuple(row) for row in rows]
+    else:
+        params = [tuple([row[i] for i in order]) for row in rows]
+    connection.exec_driver_sql(sql, params)
 
 
 def _record_batch(
-    session: AnySession, allocation: Allocation, batch: Sequence[Job], report: ImportReport
+    session: AnySession, batch: Sequence[tuple[int, Job]], report: ImportReport
 ) -> dict[int, int]:
-    """Write one batch of an allocation's jobs: new ones inserted, changed ones updated. The
-    GPU-seconds to charge, per allocation id (a job moved from another account gives back there)."""
-    # job id → (record id, its figures in _FIGURES' order)
-    existing: dict[str, tuple[int, tuple[Any, ...]]] = {
-        job_id: (record_id, tuple(figures))
-        for job_id, record_id, *figures in session.execute(
-            select(UsageRecord.job_id, UsageRecord.id, *_FIGURES).where(
-                UsageRecord.cluster == allocation.cluster,
-                UsageRecord.job_id.in_([job.job_id for job in batch]),
+    """Write one batch of jobs (with the id of the allocation each is charged to): new ones
+    inserted, changed ones updated, in one statement each after one read of their records. The
+    GPU-seconds to charge, per allocation id (a job moved from another account gives back
+    there)."""
+    # (cluster, job id) → its record: (cluster, job id, record id, *figures in _FIGURES' order)
+    existing = {
+        (row[0], row[1]): row
+        for row in session.execute(
+            _READ.where(
+                _RECORDS.cluster.in_({job.cluster for _, job in batch}),
+                _RECORDS.job_id.in_([job.job_id for _, job in batch]),
             )
-        )
+        ).all()
     }
     now = utcnow()
-    new: list[dict[str, Any]] = []
+    new: list[list[Any]] = []
     changed: list[dict[str, Any]] = []
     delta: dict[int, int] = defaultdict(int)
-    for job in batch:
-        figures = _figures(job, allocation.id)
-        old = existing.get(job.job_id)
+    for allocation_id, job in batch:
+        old = existing.get((job.cluster, job.job_id)) if existing else None
         if old is None:
             new.append(
-                {"cluster": job.cluster, "job_id": job.job_id, "imported_at": now}
-                | _as_values(figures)
+                [
+                    allocation_id,
+                    job.cluster,
+                    job.job_id,
+                    job.account,
+                    job.gpus,
+                    job.elapsed_seconds,
+                    job.started_at,
+                    job.ended_at,
+                    job.state,
+                    now,
+                ]
             )
-            delta[allocation.id] += job.gpu_seconds
-        elif old[1] == figures:
+            delta[allocation_id] += job.gpus * job.elapsed_seconds
+            continue
+        figures = (
+            allocation_id,
+            job.account,
+            job.gpus,
+            job.elapsed_seconds,
+            job.started_at,
+            job.ended_at,
+            job.state,
+        )
+        if old[3:] == figures:
             report.unchanged += 1
-        else:
-            record_id, (old_allocation_id, _, old_gpus, old_elapsed, *_) = old
-            changed.append({"id": record_id, "imported_at": now} | _as_values(figures))
-            delta[old_allocation_id] -= old_gpus * old_elapsed
-            delta[allocation.id] += job.gpu_seconds
+            continue
+        changed.append(
+            {"record_id": old[2], "imported_at": now}
+            | dict(zip(_FIGURE_KEYS, figures, strict=True))
+        )
+        delta[old[3]] -= old[5] * old[6]  # the record's allocation, its GPUs times seconds
+        delta[allocation_id] += job.gpus * job.elapsed_seconds
     if new:
-        session.execute(insert(UsageRecord), new)
+        _insert_records(session, new)
         report.new += len(new)
     if changed:
-        session.execute(update(UsageRecord), changed)
+        session.execute(_UPDATE, changed)
         report.updated += len(changed)
     return delta
 
 
-def _charge(
-    session: AnySession, allocation: Allocation, gpu_seconds: int, report: ImportReport
-) -> None:
-    was = allocation.state
-    services.charge(session, allocation, gpu_seconds)
-    report.gpu_seconds += gpu_seconds
-    if was != AllocationState.EXHAUSTED and allocation.state == AllocationState.EXHAUSTED:
-        report.exhausted.append((allocation.cluster, allocation.account))
-
-
+@collector_paused()
 def record_usage(
     session: AnySession,
     jobs: Iterable[Job],
@@ -417,18 +602,21 @@ def record_usage(
     not active (pending, suspended, expired) are still charged — the jobs ran — and listed; an
     active one whose usage reaches its hours is used up (its team is told). One ``usage.import``
     audit event records the counts. ``progress(n)`` is told each time n more jobs are done;
-    ``report`` continues a report the reader has started. Flushes; the caller commits."""
+    ``report`` continues a report the reader has started. Flushes; the caller commits.
+
+    In bulk: jobs are written in batches of ``BATCH`` (in allocation order), each batch one read
+    of its records, one insert, one update and one charge of all its allocations."""
     report = report if report is not None else ImportReport()
+    session.flush()  # the statements below are Core's: nothing pending is left behind them
     latest: dict[tuple[str, str], Job] = {}
     given = 0
     for job in jobs:
         given += 1
         key = (job.cluster, job.job_id)
-        if key in latest:
-            report.repeated += 1
-            del latest[key]  # keep the input's order: the last report goes last
+        latest.pop(key, None)  # keep the input's order: the last report goes last
         latest[key] = job
     report.jobs += given
+    report.repeated += given - len(latest)
     by_pair: dict[tuple[str, str], list[Job]] = defaultdict(list)
     for job in latest.values():
         if job.gpus == 0:
@@ -439,25 +627,22 @@ def record_usage(
     for pair, pair_jobs in sorted(by_pair.items()):
         if pair not in found:
             report.unknown[pair] = len(pair_jobs)
-    if progress is not None:
-        progress(given - sum(len(j) for p, j in by_pair.items() if p in found))
 
-    for allocation in sorted(found.values(), key=lambda a: a.id):
-        pair = (allocation.cluster, allocation.account)
+    charged: list[tuple[int, Job]] = []
+    for locked in sorted(found.values(), key=lambda a: a.id):
+        pair = (locked.cluster, locked.account)
         pair_jobs = by_pair[pair]
-        if allocation.state != AllocationState.ACTIVE:
-            report.not_active[pair] = (allocation.state.value, len(pair_jobs))
-        for batch in _chunks(pair_jobs, BATCH):
-            delta = _record_batch(session, allocation, batch, report)
-            for allocation_id, gpu_seconds in sorted(delta.items()):
-                if gpu_seconds:
-                    target = (
-                        allocation
-                        if allocation_id == allocation.id
-                        else session.get_one(Allocation, allocation_id)
-                    )
-                    _charge(session, target, gpu_seconds, report)
-            if progress is not None:
-                progress(len(batch))
+        if locked.state != AllocationState.ACTIVE:
+            report.not_active[pair] = (locked.state.value, len(pair_jobs))
+        charged += [(locked.id, job) for job in pair_jobs]
+    if progress is not None:
+        progress(given - len(charged))
+    for batch in _chunks(charged, BATCH):
+        delta = _record_batch(session, batch, report)
+        report.gpu_seconds += sum(delta.values())
+        for allocation in services.charge_many(session, delta):
+            report.exhausted.append((allocation.cluster, allocation.account))
+        if progress is not None:
+            progress(len(batch))
     audit.record(session, "usage.import", actor=actor, **report.counts())
     return report

@@ -16,7 +16,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import ColumnElement, Float, Select, case, cast, func, literal_column, select
-from sqlalchemy.orm import contains_eager, joinedload, selectinload
+from sqlalchemy.orm import contains_eager, joinedload
 
 from portal.allocations import charts
 from portal.allocations.forms import AllocationFilterForm
@@ -43,7 +43,7 @@ from portal.core.web import load, login_required
 from portal.extensions import db
 from portal.institutions.models import Institution
 from portal.proposals.models import Call, CallResource, Proposal, Resource, TeamMember, TeamRole
-from portal.proposals.permissions import can_manage_calls, can_view_proposal
+from portal.proposals.permissions import can_manage_calls, can_view_proposal, on_a_team
 
 bp = Blueprint("allocations", __name__, url_prefix="/allocations")
 
@@ -85,10 +85,10 @@ RESOURCES = ListSpec(
 
 #: Loader options for one allocation shown with its project, resource, institution and call.
 DETAIL = (
-    selectinload(Allocation.proposal).selectinload(Proposal.team),
+    joinedload(Allocation.proposal).selectinload(Proposal.team),
     joinedload(Allocation.resource),
     joinedload(Allocation.institution),
-    selectinload(Allocation.call_resource).selectinload(CallResource.call),
+    joinedload(Allocation.call_resource).joinedload(CallResource.call),
 )
 
 #: The states whose page says why the hours cannot be used.
@@ -513,7 +513,7 @@ def _my_allocations(user: Any) -> dict[str, Any] | None:
     """The dashboard card: the active allocations of the projects ``user`` leads, soonest to
     end first, with the share used."""
     u = as_user(user)
-    if u is None:
+    if u is None or not on_a_team(u):
         return None
     rows = db.session.scalars(
         select(Allocation)

@@ -19,7 +19,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.orm import contains_eager, selectinload
 
 from portal.allocations.models import Allocation, AllocationState, UsageRecord
-from portal.allocations.usage import ImportReport, Job, record_usage
+from portal.allocations.usage import ImportReport, Job, collector_paused, record_usage
 from portal.api.models import MAX_DAYS, ApiToken, TokenScope
 from portal.api.permissions import can_manage_tokens, scope_allows, token_covers
 from portal.auth.models import User
@@ -34,7 +34,7 @@ from portal.core.models import AnySession, utcnow
 from portal.core.permissions import check
 from portal.datasets.models import AccessTier, Dataset, Grant
 from portal.datasets.services import current_grants
-from portal.proposals.models import Resource
+from portal.proposals.models import Proposal, Resource
 
 #: Every token starts with this, so that secret scanners and people recognise one.
 TOKEN_PREFIX = "atom_"  # noqa: S105 - a public marker, not a secret
@@ -232,17 +232,26 @@ def operator_allocations(
     if resource_id is not None and not token_covers(operator.resource_ids, resource_id):
         raise PermissionDeniedError("This token does not cover that resource.")
     ids = [resource_id] if resource_id is not None else sorted(operator.resource_ids)
+    limit = max(1, min(limit, MAX_LIMIT))
+    # The page's ids first, from the resources' index alone; then only those rows, with their
+    # projects' titles. (Sorting the rows themselves would read every allocation of the
+    # resources, and its project, to keep the first ``limit``.)
+    page = (
+        select(Allocation.id)
+        .where(Allocation.resource_id.in_(ids), Allocation.id > after)
+        .order_by(Allocation.id)
+        .limit(limit + 1)
+    )
+    if state is not None:
+        page = page.where(Allocation.state == state)
     query = (
         select(Allocation)
         .join(Allocation.proposal)
-        .options(contains_eager(Allocation.proposal))
-        .where(Allocation.resource_id.in_(ids), Allocation.id > after)
+        .options(contains_eager(Allocation.proposal).load_only(Proposal.title))
+        .where(Allocation.id.in_(page.correlate(None)))
         .order_by(Allocation.id)
     )
-    if state is not None:
-        query = query.where(Allocation.state == state)
-    limit = max(1, min(limit, MAX_LIMIT))
-    rows = list(session.scalars(query.limit(limit + 1)))
+    rows = list(session.scalars(query))
     return rows[:limit], len(rows) > limit
 
 
@@ -260,12 +269,13 @@ class PushReport:
     refused: list[tuple[int, Job, str]] = field(default_factory=list)
 
 
+@collector_paused()
 def push_usage(session: AnySession, operator: Operator, jobs: Sequence[Job]) -> PushReport:
     """Charge the jobs an operator's scheduler reports, through ``record_usage`` (idempotent by
     cluster and job id, as the file import). Only jobs whose (cluster, account) is an allocation
     on the token's resources are charged; the others are refused one by one, never charged (and
     a job already recorded against an allocation the token does not cover is refused too, so a
-    token cannot move another resource's jobs)."""
+    token cannot move another resource's jobs). A fixed number of statements per push."""
     _require_scope(operator, TokenScope.RESOURCE_OPERATOR)
     pairs = {(j.cluster, j.account) for j in jobs}
     covered: set[tuple[str, str]] = set()
@@ -280,7 +290,7 @@ def push_usage(session: AnySession, operator: Operator, jobs: Sequence[Job]) -> 
         covered = {(row.cluster, row.account) for row in rows} & pairs
     keys = {(j.cluster, j.job_id) for j in jobs if (j.cluster, j.account) in covered}
     foreign: set[tuple[str, str]] = set()
-    if keys:
+    if keys and _other_resources(session, operator):
         rows = session.execute(
             select(UsageRecord.cluster, UsageRecord.job_id)
             .join(Allocation, Allocation.id == UsageRecord.allocation_id)
@@ -296,12 +306,23 @@ def push_usage(session: AnySession, operator: Operator, jobs: Sequence[Job]) -> 
     for i, job in enumerate(jobs):
         if (job.cluster, job.account) not in covered:
             out.refused.append((i, job, NOT_COVERED))
-        elif (job.cluster, job.job_id) in foreign:
+        elif foreign and (job.cluster, job.job_id) in foreign:
             out.refused.append((i, job, OTHER_RESOURCE))
         else:
             accepted.append(job)
     record_usage(session, accepted, actor=None, report=out.report)
     return out
+
+
+def _other_resources(session: AnySession, operator: Operator) -> bool:
+    """Whether a resource the token does not cover exists (else no job can be recorded against
+    another resource's allocation, and a push need not read its jobs' records to know)."""
+    return (
+        session.scalar(
+            select(Resource.id).where(Resource.id.not_in(operator.resource_ids)).limit(1)
+        )
+        is not None
+    )
 
 
 # --- who may use a dataset now (storage operators) ----------------------------------------------

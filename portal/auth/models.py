@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     CheckConstraint,
     ForeignKey,
+    Index,
     String,
     Text,
     UniqueConstraint,
@@ -130,6 +131,8 @@ class RoleGrant(TimestampMixin, Base):
         partial_unique_index(
             "uq_role_grants_lab_wide", "user_id", "role", where="institution_id IS NULL"
         ),
+        # An institution's holders of a role (its signing officials: who decides on joining it).
+        Index("ix_role_grants_institution_role", "institution_id", "role"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

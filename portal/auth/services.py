@@ -14,6 +14,7 @@ from typing import Any
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import joinedload
 
 from portal.auth import claims as claim_rules
 from portal.auth import emails as auth_emails
@@ -38,7 +39,7 @@ from portal.core.errors import ConflictError, PermissionDeniedError, ValidationE
 from portal.core.models import AnySession, utcnow
 from portal.core.permissions import check
 from portal.institutions import services as institution_services
-from portal.institutions.models import Institution
+from portal.institutions.models import Affiliation, Institution
 
 _SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 _URL_RE = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
@@ -288,8 +289,19 @@ def session_for_token(
     its idle or absolute timeout is ended on the spot; a live one is marked seen (at most once a
     minute, so most requests write nothing). ``read_only``: change nothing, and say whether this
     call would have written (the caller then calls again in a write transaction)."""
-    record = session.scalar(
-        select(LoginSession).where(LoginSession.token_hash == token_hash(token))
+    person = joinedload(LoginSession.user)
+    record = (
+        session.scalars(
+            select(LoginSession)
+            .where(LoginSession.token_hash == token_hash(token))
+            # Every page asks who this is, what they may do and where they belong: one query.
+            .options(
+                person.joinedload(User.role_grants),
+                person.joinedload(User.affiliations).joinedload(Affiliation.institution),
+            )
+        )
+        .unique()
+        .one_or_none()
     )
     if record is None or record.ended_at is not None:
         return None, False

@@ -202,35 +202,30 @@ class ProjectFigures:
         return self.used_gpu_seconds / SECONDS_PER_HOUR
 
 
-def _pairs(rows: Any) -> dict[int, int]:
-    return {key: int(value or 0) for key, value in rows}
-
-
 def project_figures(session: AnySession, ids: Sequence[int]) -> dict[int, ProjectFigures]:
-    """The figures of each project ``ids``: five aggregate queries whatever their number."""
+    """The figures of each project ``ids``: three aggregate queries whatever their number."""
     if not ids:
         return {}
-    awarded = _pairs(
-        session.execute(
-            select(Award.proposal_id, func.sum(Award.hours))
-            .where(Award.proposal_id.in_(ids))
-            .group_by(Award.proposal_id)
-        )
-    )
-    used = _pairs(
-        session.execute(
-            select(Allocation.proposal_id, func.sum(Allocation.used_gpu_seconds))
-            .where(Allocation.proposal_id.in_(ids))
-            .group_by(Allocation.proposal_id)
-        )
-    )
-    grants = _pairs(
-        session.execute(
-            select(Grant.proposal_id, func.count(Grant.id))
-            .where(Grant.proposal_id.in_(ids), Grant.state == GrantState.ACTIVE)
-            .group_by(Grant.proposal_id)
-        )
-    )
+    rows = session.execute(
+        select(
+            Proposal.id,
+            select(func.sum(Award.hours))
+            .where(Award.proposal_id == Proposal.id)
+            .correlate(Proposal)
+            .scalar_subquery(),
+            select(func.sum(Allocation.used_gpu_seconds))
+            .where(Allocation.proposal_id == Proposal.id)
+            .correlate(Proposal)
+            .scalar_subquery(),
+            select(func.count(Grant.id))
+            .where(Grant.proposal_id == Proposal.id, Grant.state == GrantState.ACTIVE)
+            .correlate(Proposal)
+            .scalar_subquery(),
+        ).where(Proposal.id.in_(ids))
+    ).all()
+    awarded = {pid: a for pid, a, _, _ in rows}
+    used = {pid: u for pid, _, u, _ in rows}
+    grants = {pid: g for pid, _, _, g in rows}
     scores = openness_for_projects(_plain(session), ids)
     return {
         i: ProjectFigures(
@@ -262,34 +257,36 @@ class Totals:
 
 
 def totals(session: AnySession, institution: Institution) -> Totals:
-    """The institution's totals over all its projects: a fixed number of aggregate queries."""
+    """The institution's totals over all its projects: one query of aggregates (and the
+    openness score's)."""
     active = select(Proposal.id).where(
         Proposal.institution_id == institution.id, Proposal.state == ProposalState.ACTIVE
     )
-    count = session.scalar(select(func.count()).select_from(active.subquery())) or 0
-    awarded = session.scalar(
-        select(func.coalesce(func.sum(Award.hours), 0)).where(Award.proposal_id.in_(active))
+    grants = select(func.count(Grant.id)).where(
+        Grant.institution_id == institution.id, Grant.state == GrantState.ACTIVE
     )
-    used = session.scalar(
-        select(func.coalesce(func.sum(Allocation.used_gpu_seconds), 0)).where(
-            Allocation.proposal_id.in_(active)
-        )
-    )
-    grant_counts = session.execute(
+    count, awarded, used, project_grants, all_grants = session.execute(
         select(
-            func.count(Grant.id),
-            func.count(Grant.id).filter(Grant.proposal_id.in_(active)),
-        ).where(Grant.institution_id == institution.id, Grant.state == GrantState.ACTIVE)
+            select(func.count()).select_from(active.subquery()).scalar_subquery(),
+            select(func.coalesce(func.sum(Award.hours), 0))
+            .where(Award.proposal_id.in_(active))
+            .scalar_subquery(),
+            select(func.coalesce(func.sum(Allocation.used_gpu_seconds), 0))
+            .where(Allocation.proposal_id.in_(active))
+            .scalar_subquery(),
+            grants.where(Grant.proposal_id.in_(active)).scalar_subquery(),
+            grants.scalar_subquery(),
+        )
     ).one()
     score = openness_for_institutions(_plain(session), [institution.id]).get(
         institution.id, Score()
     )
     return Totals(
-        projects=int(count),
+        projects=int(count or 0),
         awarded_hours=int(awarded or 0),
         used_gpu_seconds=int(used or 0),
-        project_grants=int(grant_counts[1] or 0),
-        all_grants=int(grant_counts[0] or 0),
+        project_grants=int(project_grants or 0),
+        all_grants=int(all_grants or 0),
         openness=score,
     )
 
@@ -307,20 +304,21 @@ class Counts:
     agreements: int
 
 
-def _count(session: AnySession, stmt: Select[Any]) -> int:
-    return int(
-        session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    )
+def _count(stmt: Select[Any]) -> Any:
+    return select(func.count()).select_from(stmt.order_by(None).subquery()).scalar_subquery()
 
 
 def counts(session: AnySession, user: Any, institution: Institution) -> Counts:
-    """The figures of the console's start page: four counts."""
-    return Counts(
-        requests=_count(session, join_requests(institution)),
-        members=_count(session, members(institution)),
-        endorsements=_count(session, awaiting_institution(user, institution)),
-        agreements=_count(session, awaiting_signature(user, institution)),
-    )
+    """The figures of the console's start page: four counts, in one query."""
+    row = session.execute(
+        select(
+            _count(join_requests(institution)),
+            _count(members(institution)),
+            _count(awaiting_institution(user, institution)),
+            _count(awaiting_signature(user, institution)),
+        )
+    ).one()
+    return Counts(*(int(n or 0) for n in row))
 
 
 def login_mappings(session: AnySession, institution: Institution) -> list[ProviderInstitution]:

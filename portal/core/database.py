@@ -20,6 +20,11 @@ from sqlalchemy.engine import Connection
 _read_only: contextvars.ContextVar[bool] = contextvars.ContextVar("read_only", default=False)
 
 
+def is_read_only() -> bool:
+    """Whether this context only reads (a GET page): nothing it reads changes under it."""
+    return _read_only.get()
+
+
 def set_read_only(value: bool) -> None:
     """Mark the rest of this context as reading only (SQLite then uses a deferred ``BEGIN``)."""
     _read_only.set(value)
@@ -54,8 +59,33 @@ def own_transaction(session: Any) -> Iterator[None]:
             raise
 
 
+#: The SQL statements of the current request so far (None outside a counted request).
+_statements: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "sql_statements", default=None
+)
+
+
+def count_statements() -> None:
+    """Start counting the SQL statements this context (a request) runs."""
+    _statements.set([0])
+
+
+def statements_counted() -> int | None:
+    """How many SQL statements ran since ``count_statements()`` (None if it was not called)."""
+    counter = _statements.get()
+    return None if counter is None else counter[0]
+
+
 def configure_engine(engine: Engine) -> None:
-    """Install the SQLite transaction and pragma handling on ``engine`` (no-op for other databases)."""
+    """Count each request's statements on ``engine``; on SQLite, install the transaction and
+    pragma handling."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(*args: Any) -> None:
+        counter = _statements.get()
+        if counter is not None:
+            counter[0] += 1
+
     if engine.dialect.name != "sqlite":
         return
 

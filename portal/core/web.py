@@ -18,7 +18,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter, Map
 
 from portal.core import audit, hooks, navigation
-from portal.core.database import own_transaction, set_read_only
+from portal.core.database import (
+    count_statements,
+    own_transaction,
+    set_read_only,
+    statements_counted,
+)
 from portal.core.errors import DomainError
 from portal.core.permissions import Rule, check, permission_helpers
 from portal.core.roles import is_logged_in, is_staff
@@ -119,6 +124,7 @@ def init_app(app: Flask) -> None:
             request.method in ("GET", "HEAD", "OPTIONS") and not getattr(view, "writes", False)
         )
         audit.set_origin(audit.Origin(ip=request.remote_addr, channel="web"))
+        count_statements()
         if _carries_nul():
             abort(400, description="The request contains a NUL character, which no field accepts.")
 
@@ -139,6 +145,8 @@ def init_app(app: Flask) -> None:
             )
         if current_user and not current_user.is_anonymous:
             response.headers.setdefault("Cache-Control", "no-store")
+        if app.config["SQL_COUNT_HEADER"]:
+            response.headers["X-SQL-Statements"] = str(statements_counted() or 0)
         return response
 
     @app.context_processor

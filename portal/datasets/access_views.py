@@ -17,8 +17,8 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import Select, and_, func, or_, select
-from sqlalchemy.orm import contains_eager, joinedload, selectinload
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy.orm import joinedload, selectinload
 
 from portal.agreements.models import Agreement, AgreementKind, Signature, SubjectType
 from portal.agreements.services import lab_name
@@ -28,7 +28,7 @@ from portal.auth.permissions import as_user
 from portal.core.audit import AuditEvent, events_for
 from portal.core.errors import DomainError
 from portal.core.forms import ConfirmForm
-from portal.core.listing import ListSpec, csv_response, filtered, list_page, matches
+from portal.core.listing import ListSpec, contains, csv_response, filtered, list_page
 from portal.core.models import utcnow
 from portal.core.permissions import check
 from portal.core.web import commit_or_flash, form_page, load, login_required
@@ -277,8 +277,20 @@ def accept_terms(slug: str) -> ResponseReturnValue:
 
 # --- the requests list ---------------------------------------------------------------------------
 
+
+def _dataset_or_person(dataset_id: Any, user_id: Any, text: str) -> ColumnElement[bool]:
+    """The search of both lists: the dataset's name or the person's contains ``text``, without
+    joining either table to the list (so that counting the list reads only its own). The few
+    datasets matching are listed once; the person is looked up row by row, so that the list is
+    still found from who may see it (a steward's few rows), never from the people matching."""
+    return or_(
+        dataset_id.in_(select(Dataset.id).where(contains(Dataset.name, text))),
+        exists().where(User.id == user_id, contains(User.display_name, text)),
+    )
+
+
 REQUESTS = ListSpec(
-    search=lambda text: matches(text, Dataset.name, User.display_name),
+    search=lambda text: _dataset_or_person(AccessRequest.dataset_id, AccessRequest.user_id, text),
     state_column=AccessRequest.state,
     states=RequestState,
     sorts={
@@ -313,24 +325,33 @@ def _waiting_on(user: Any) -> Any:
 
 
 def _requests(user: Any, tab: str) -> Select[Any]:
-    """The requests of ``tab`` that ``user`` may see, each with its dataset, requester,
-    institution and project in the same query."""
+    """The requests of ``tab`` that ``user`` may see (``REQUEST_ROW`` loads what a row shows)."""
     stmt = permissions.visible_requests(user)
     if tab == "waiting":
         stmt = stmt.where(_waiting_on(user))
     elif tab == "mine":
         u = as_user(user)
         stmt = stmt.where(AccessRequest.user_id == (u.id if u is not None else -1))
-    return (
-        stmt.join(Dataset, Dataset.id == AccessRequest.dataset_id)
-        .join(User, User.id == AccessRequest.user_id)
-        .options(
-            contains_eager(AccessRequest.dataset),
-            contains_eager(AccessRequest.user),
-            joinedload(AccessRequest.institution),
-            joinedload(AccessRequest.proposal),
-        )
-    )
+    return stmt
+
+
+#: Loader options for a page of the requests list: its requesters in one query (joined into the
+#: list's query, they would be read and sorted for every request the filter matches, not only
+#: for the rows the page shows); its institutions (a small table) and its projects' titles
+#: joined. Each row's dataset is among the dataset filter's choices, loaded before the page and
+#: held by the view: the session has it, and no query asks for it again.
+REQUEST_ROW = (
+    selectinload(AccessRequest.user),
+    joinedload(AccessRequest.institution),
+    joinedload(AccessRequest.proposal).load_only(Proposal.title),
+)
+#: Loader options for the rows of the CSV (every row: joined, one query whatever their number).
+REQUEST_CSV_ROW = (
+    joinedload(AccessRequest.dataset),
+    joinedload(AccessRequest.user),
+    joinedload(AccessRequest.institution),
+    joinedload(AccessRequest.proposal),
+)
 
 
 def _datasets_in(ids: Select[Any]) -> list[Dataset]:
@@ -350,12 +371,12 @@ def requests() -> ResponseReturnValue:
     if tab not in REQUEST_TABS:
         tab = "all"
     spec = WAITING if tab == "waiting" else REQUESTS
-    filters = RequestFilterForm(
-        request.args,
-        datasets=_datasets_in(
-            permissions.visible_requests(current_user).with_only_columns(AccessRequest.dataset_id)
-        ),
+    # The filter's choices are the datasets of every request listed: held here until the page is
+    # drawn, the session gives each row its dataset without a query (``REQUEST_ROW``).
+    datasets = _datasets_in(
+        permissions.visible_requests(current_user).with_only_columns(AccessRequest.dataset_id)
     )
+    filters = RequestFilterForm(request.args, datasets=datasets)
     stmt = _requests(current_user, tab)
     dataset_id = filters.chosen_dataset()
     if dataset_id is not None:
@@ -380,7 +401,7 @@ def requests() -> ResponseReturnValue:
                 "ends_on",
                 "intended_use",
             ],
-            db.session.scalars(filtered(stmt, spec)).all(),
+            db.session.scalars(filtered(stmt, spec).options(*REQUEST_CSV_ROW)).all(),
             lambda r: [
                 r.id,
                 r.dataset.name,
@@ -395,7 +416,7 @@ def requests() -> ResponseReturnValue:
                 r.intended_use,
             ],
         )
-    listing = list_page(stmt, spec)
+    listing = list_page(stmt.options(*REQUEST_ROW), spec)
     waiting = db.session.scalar(
         select(func.count()).select_from(
             permissions.visible_requests(current_user).where(_waiting_on(current_user)).subquery()
@@ -552,13 +573,16 @@ def request_action(request_id: int, action: str) -> ResponseReturnValue:
 # --- the access list -----------------------------------------------------------------------------
 
 GRANTS = ListSpec(
-    search=lambda text: matches(text, Dataset.name, User.display_name),
+    search=lambda text: _dataset_or_person(Grant.dataset_id, Grant.user_id, text),
     state_column=Grant.state,
     states=GrantState,
     sorts={
         "ending": (Grant.ends_on, Grant.id),
         "newest": (Grant.id.desc(),),
-        "dataset": (Dataset.name, Grant.id),
+        "dataset": (
+            select(Dataset.name).where(Dataset.id == Grant.dataset_id).scalar_subquery(),
+            Grant.id,
+        ),
     },
     placeholder="Dataset or person",
 )
@@ -567,25 +591,31 @@ GRANTS = ListSpec(
 GRANT_TABS = {"all": "All I can see", "mine": "My access", "stewarded": "Access to my datasets"}
 
 
-#: Loader options for a row of the access list: its dataset and holder come from the list's joins.
+#: Loader options for a page of the access list, as for the requests list (``REQUEST_ROW``): its
+#: holders in one query, its institutions joined, its datasets already in the session (the
+#: dataset filter's choices). The page shows no project.
 GRANT_ROW = (
-    contains_eager(Grant.dataset),
-    contains_eager(Grant.user),
+    selectinload(Grant.user),
+    joinedload(Grant.institution),
+)
+#: Loader options for the rows of the CSV.
+GRANT_CSV_ROW = (
+    joinedload(Grant.dataset),
+    joinedload(Grant.user),
     joinedload(Grant.institution),
     joinedload(Grant.proposal),
 )
 
 
 def _grants(user: Any, tab: str) -> Select[Any]:
-    """The grants of ``tab`` that ``user`` may see, joined to their dataset and holder (what the
-    search looks in; ``GRANT_ROW`` loads them from the join)."""
+    """The grants of ``tab`` that ``user`` may see (``GRANT_ROW`` loads what a row shows)."""
     stmt = permissions.visible_grants(user)
     u = as_user(user)
     if tab == "mine":
         stmt = stmt.where(Grant.user_id == (u.id if u is not None else -1))
     elif tab == "stewarded":
         stmt = stmt.where(Grant.dataset_id.in_(permissions.stewarded_ids(user)))
-    return stmt.join(Dataset, Dataset.id == Grant.dataset_id).join(User, User.id == Grant.user_id)
+    return stmt
 
 
 @bp.get("/access")
@@ -599,12 +629,11 @@ def grants() -> ResponseReturnValue:
     tab = request.args.get("show", "all")
     if tab not in tabs:
         tab = "all"
-    filters = GrantFilterForm(
-        request.args,
-        datasets=_datasets_in(
-            permissions.visible_grants(current_user).with_only_columns(Grant.dataset_id)
-        ),
+    # As on the requests list: the filter's choices are the rows' datasets, held for the page.
+    datasets = _datasets_in(
+        permissions.visible_grants(current_user).with_only_columns(Grant.dataset_id)
     )
+    filters = GrantFilterForm(request.args, datasets=datasets)
     today = utcnow().date()
     stmt = _grants(current_user, tab)
     dataset_id = filters.chosen_dataset()
@@ -620,7 +649,7 @@ def grants() -> ResponseReturnValue:
         check(permissions.can_export_grants, current_user)
         rows = filtered(stmt, GRANTS)
         duas = _duas(rows.with_only_columns(Grant.id).order_by(None))
-        rows = rows.options(*GRANT_ROW)
+        rows = rows.options(*GRANT_CSV_ROW)
         return csv_response(
             "dataset-access.csv",
             [

@@ -161,6 +161,8 @@ class AccessRequest(TimestampMixin, Base):
             "(state IN ('approved', 'declined')) = (decided_at IS NOT NULL)", name="decided"
         ),
         Index("ix_dataset_requests_state", "state", "created_at"),
+        # The requests list's order (newest or oldest first): its first page read in order.
+        Index("ix_dataset_requests_created_at", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -247,6 +249,8 @@ class Grant(TimestampMixin, Base):
         ),
         Index("ix_dataset_grants_dataset_state", "dataset_id", "state"),
         Index("ix_dataset_grants_state_ends", "state", "ends_on"),
+        # The access list's order (ending first): its first page read in order.
+        Index("ix_dataset_grants_ends_on", "ends_on", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

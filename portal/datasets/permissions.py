@@ -22,6 +22,7 @@ from sqlalchemy.orm import object_session
 from portal.agreements.models import Agreement, AgreementKind, AgreementState, SubjectType
 from portal.auth.models import Role, RoleGrant, User
 from portal.auth.permissions import as_user, is_staff
+from portal.core.memo import per_request
 from portal.core.models import utcnow
 from portal.core.permissions import rule
 from portal.core.roles import holds
@@ -42,6 +43,7 @@ from portal.proposals.permissions import can_edit_proposal, partner_institutions
 # --- the catalog -------------------------------------------------------------------------------
 
 
+@per_request
 def stewards(user: Any, dataset_id: int | None) -> bool:
     """Whether ``user`` is a steward of the dataset."""
     u = as_user(user)
@@ -438,6 +440,7 @@ def consentable_links(user: Any) -> Select[ProposalDataset]:
 # --- who may download the lists, and renew registered access -------------------------------------
 
 
+@per_request
 def stewards_any(user: Any) -> bool:
     """Whether ``user`` stewards at least one dataset."""
     u = as_user(user)

@@ -311,25 +311,28 @@ def _visible(slug: str, *options: Any) -> Dataset:
 #: Loader options for a dataset shown with its stewards and its data-use agreement template.
 DETAIL = (
     selectinload(Dataset.stewards).selectinload(DatasetSteward.user),
-    selectinload(Dataset.dua_template).selectinload(AgreementTemplate.versions),
+    joinedload(Dataset.dua_template).selectinload(AgreementTemplate.versions),
 )
 
 
 def _open_counts(dataset: Dataset) -> dict[str, int]:
     """For its stewards and program staff: the dataset's requests waiting on a steward and its
     live grants."""
-    waiting = db.session.scalar(
-        select(func.count())
-        .select_from(AccessRequest)
-        .where(
-            AccessRequest.dataset_id == dataset.id, AccessRequest.state == RequestState.SUBMITTED
+    waiting, live = db.session.execute(
+        select(
+            select(func.count())
+            .select_from(AccessRequest)
+            .where(
+                AccessRequest.dataset_id == dataset.id,
+                AccessRequest.state == RequestState.SUBMITTED,
+            )
+            .scalar_subquery(),
+            select(func.count())
+            .select_from(Grant)
+            .where(Grant.dataset_id == dataset.id, Grant.state.in_(LIVE_GRANTS))
+            .scalar_subquery(),
         )
-    )
-    live = db.session.scalar(
-        select(func.count())
-        .select_from(Grant)
-        .where(Grant.dataset_id == dataset.id, Grant.state.in_(LIVE_GRANTS))
-    )
+    ).one()
     return {"waiting": waiting or 0, "live": live or 0}
 
 
@@ -668,8 +671,8 @@ def _access_panel(user: Any) -> dict[str, Any] | None:
     """A researcher's dashboard card: their live access to datasets (until when) and their
     requests still open."""
     u = as_user(user)
-    if u is None:
-        return None
+    if u is None or not u.affiliations:
+        return None  # access is asked for as a member of an institution: never without one
     grants = db.session.scalars(
         select(Grant)
         .where(Grant.user_id == u.id, Grant.state.in_(LIVE_GRANTS))

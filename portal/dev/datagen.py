@@ -1,9 +1,17 @@
-"""A realistic-scale data generator for benchmarks: ``flask --app portal demo generate``.
+"""A realistic-scale data generator for benchmarks: ``flask --app portal demo generate --scale N``.
 
-Rows are written with bulk INSERTs (not one service call each) so that the scale in DESIGN.md takes
-seconds, not hours; the values still satisfy every constraint, and every rule the services keep:
+Scale 1 is the reference size of a live program (:class:`Scale`); fractions make quick runs. Rows
+are written with bulk INSERTs (not one service call each) so that the reference scale takes
+minutes, not hours; the values still satisfy every constraint, and every rule the services keep:
 each partner (and suspended partner) has a partnership agreement in force, signed by its signing
-official and countersigned by a program officer. Later domains add their own tables here.
+official and countersigned by a program officer. The same seed gives the same data.
+
+This module makes the institutions and people and then hands a :class:`Context` to each domain's
+generator, in order (``STEPS``): proposals, calls and reviews (``gen_proposals``), allocations,
+follow-up requests and usage (``gen_allocations``), datasets, grants and the other agreements
+(``gen_datasets``); last the audit events and outbox rows. Five *personas* (``PERSONAS``) are given a
+heavy load — the busiest PI, reviewer, signing official, steward and a program officer — so that a
+benchmark logged in as them sees full pages.
 
 Institutions are real organisations: records of the ROR subset the portal ships (universities
 first), with their names, countries, websites and domains — never invented ROR ids or domains.
@@ -17,12 +25,14 @@ import datetime as dt
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from itertools import islice
 from typing import Any
 
 import click
 from flask import current_app
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select, text
 
 from portal.agreements.models import (
     Agreement,
@@ -40,7 +50,7 @@ from portal.agreements.text import fill, institution_fields, sha256
 from portal.auth.models import Identity, Role, RoleGrant, User
 from portal.core.audit import AuditEvent
 from portal.core.database import write_intent
-from portal.core.models import AnySession, utcnow
+from portal.core.models import AnySession, Base, utcnow
 from portal.extensions import db
 from portal.institutions.models import (
     Affiliation,
@@ -55,13 +65,103 @@ from portal.institutions.models import (
 from portal.institutions.ror import DATA_FILE
 
 BATCH = 5000
+#: Identity subjects (issuer ``PERSONA_ISSUER``) of the people a benchmark logs in as.
+PERSONAS = {
+    "officer": "bench-officer",
+    "pi": "bench-pi",
+    "reviewer": "bench-reviewer",
+    "official": "bench-official",
+    "steward": "bench-steward",
+}
+PERSONA_ISSUER = "https://idp-personas.datagen.example"
+YEARS = 3  # generated dates fall within the last three years
 
 
 @dataclass(frozen=True)
 class Scale:
+    """How many rows of each kind; the defaults are the reference scale (``--scale 1``)."""
+
     institutions: int = 300
     users: int = 20_000
+    calls: int = 40
+    proposals: int = 5_000
+    reviews: int = 15_000
+    allocations: int = 20_000
+    usage_records: int = 2_000_000
+    datasets: int = 500
+    grants: int = 30_000
+    agreements: int = 10_000
     audit_events: int = 50_000
+    outbox: int = 20_000
+
+    @classmethod
+    def of(cls, factor: float) -> Scale:
+        """``factor`` times the reference scale, at least one of each kind."""
+        full = cls()
+        return cls(**{f.name: max(1, round(getattr(full, f.name) * factor)) for f in fields(cls)})
+
+    @property
+    def rows(self) -> int:
+        return sum(getattr(self, f.name) for f in fields(self))
+
+
+@dataclass
+class Context:
+    """What the domain generators share: the session, the seeded random source, the scale, and
+    the institutions and people made first. Domain generators add their counts to ``counts``."""
+
+    session: AnySession
+    rng: random.Random
+    scale: Scale
+    now: dt.datetime
+    progress: Callable[[int], None] = lambda n: None
+    #: generated institutions as inserted (dicts with id, name, state, country, ror_id, …)
+    institutions: list[dict[str, Any]] = field(default_factory=list)
+    #: institution id -> ids of its researchers with an active affiliation
+    members: dict[int, list[int]] = field(default_factory=dict)
+    #: institution id -> its signing official's user id
+    officials: dict[int, int] = field(default_factory=dict)
+    #: the ids of every generated person
+    people: range = range(0)
+    #: the program officer who acts for the lab (countersigns, decides, awards)
+    officer: int = 0
+    #: people with the reviewer role
+    reviewers: list[int] = field(default_factory=list)
+    #: persona name (a key of PERSONAS) -> user id
+    personas: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def bulk(self, model: Any, rows: Iterable[dict[str, Any]]) -> int:
+        """INSERT ``rows`` (any iterable; consumed in batches, so a generator keeps memory flat)
+        and advance the progress bar. Returns how many rows were inserted."""
+        made = 0
+        for batch in batched(rows, BATCH):
+            self.session.execute(insert(model), list(batch))
+            made += len(batch)
+            self.progress(len(batch))
+        return made
+
+    def next_id(self, model: Any) -> int:
+        """The first free primary key of ``model``'s table (rows are inserted with explicit ids
+        so that later rows can refer to them; sequences are moved on at the end)."""
+        return (self.session.scalar(select(func.max(model.id))) or 0) + 1
+
+    def when(self, start: dt.datetime | None = None, end: dt.datetime | None = None) -> dt.datetime:
+        """A moment between ``start`` (default: three years ago) and ``end`` (default: now)."""
+        start = start or self.now - dt.timedelta(days=365 * YEARS)
+        end = end or self.now
+        span = max(0.0, (end - start).total_seconds())
+        return start + dt.timedelta(seconds=self.rng.uniform(0, span))
+
+
+class AlreadyGeneratedError(RuntimeError):
+    """The database already holds a generated program."""
+
+
+def batched(rows: Iterable[Any], size: int) -> Iterator[tuple[Any, ...]]:
+    iterator = iter(rows)
+    while batch := tuple(islice(iterator, size)):
+        yield batch
 
 
 @dataclass(frozen=True)
@@ -102,28 +202,63 @@ def _organisations(session: AnySession, count: int, rng: random.Random) -> list[
     return chosen
 
 
-def _bulk(session: AnySession, model: Any, rows: list[dict[str, Any]]) -> None:
-    for i in range(0, len(rows), BATCH):
-        session.execute(insert(model), rows[i : i + BATCH])
+def _steps() -> list[Callable[[Context], None]]:
+    """The domain generators, in the order their rows refer to each other."""
+    from portal.dev import gen_allocations, gen_datasets, gen_proposals
+
+    return [gen_proposals.generate, gen_allocations.generate, gen_datasets.generate]
 
 
-def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]:
-    """Add ``scale`` worth of institutions, people, roles, affiliations and audit events."""
-    rng = random.Random(seed)  # noqa: S311 - reproducible sample data, not secrets
-    now = utcnow()
-    first_inst = (session.scalar(select(Institution.id).order_by(Institution.id.desc())) or 0) + 1
-    first_user = (session.scalar(select(User.id).order_by(User.id.desc())) or 0) + 1
+def generate(
+    session: AnySession,
+    scale: Scale,
+    seed: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Add ``scale`` worth of every kind of row (on top of whatever is there, such as the demo);
+    returns the counts. Once per database: a second run is refused (``AlreadyGeneratedError``), as
+    its personas would be the first run's people.
+
+    ``progress`` is called with the number of rows each batch inserted."""
+    if session.scalar(select(Identity.id).where(Identity.issuer == PERSONA_ISSUER).limit(1)):
+        raise AlreadyGeneratedError(
+            "This database already holds generated data; generate into a new database."
+        )
+    ctx = Context(
+        session=session,
+        rng=random.Random(seed),  # noqa: S311 - reproducible sample data, not secrets
+        scale=scale,
+        now=utcnow(),
+        progress=progress or (lambda n: None),
+    )
+    _people(ctx)
+    for step in _steps():
+        step(ctx)
+    _audit_events(ctx)
+    session.flush()
+    _move_sequences_on(session)
+    return ctx.counts
+
+
+def _people(ctx: Context) -> None:
+    """Institutions with a verified domain each, their people (one signing official each, the
+    rest researchers, some waiting for their affiliation to be confirmed), reviewers, the
+    personas, and a partnership agreement for every partner."""
+    session, rng, scale, now = ctx.session, ctx.rng, ctx.scale, ctx.now
+    first_inst = ctx.next_id(Institution)
+    first_user = ctx.next_id(User)
     states = [InstitutionState.PARTNER] * 8 + [InstitutionState.APPLIED, InstitutionState.SUSPENDED]
     insts: list[dict[str, Any]] = []
     domains: dict[int, str] = {}
     for k, org in enumerate(_organisations(session, scale.institutions, rng)):
         n = first_inst + k
-        state = rng.choice(states)
+        state = InstitutionState.PARTNER if k == 0 else rng.choice(states)
         if k >= scale.users or org.ror_id is None:
             # Without a signing official (one per institution, below) nobody signed for it; a
             # partner has a ROR id.
             state = InstitutionState.APPLIED
         joined = state in (InstitutionState.PARTNER, InstitutionState.SUSPENDED)
+        created = ctx.when(end=now - dt.timedelta(days=60))
         insts.append(
             {
                 "id": n,
@@ -132,61 +267,70 @@ def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]
                 "country": org.country,
                 "website": org.website,
                 "state": state,
-                "state_changed_at": now,
-                "partner_since": now.date() - dt.timedelta(days=rng.randint(30, 1500))
+                "state_changed_at": created,
+                "partner_since": ctx.when(created, now - dt.timedelta(days=30)).date()
                 if joined
                 else None,
-                "created_at": now,
-                "updated_at": now,
+                "created_at": created,
+                "updated_at": created,
             }
         )
         domains[n] = org.domain
-    _bulk(session, Institution, insts)
-    _bulk(
-        session,
+    ctx.institutions = insts
+    ctx.bulk(Institution, insts)
+    ctx.bulk(
         InstitutionDomain,
-        [
+        (
             {
                 "institution_id": i["id"],
                 "domain": domains[i["id"]],
                 "state": DomainState.VERIFIED,
                 "method": DomainProof.STAFF,
-                "verified_at": now,
+                "verified_at": i["created_at"],
             }
             for i in insts
-        ],
+        ),
     )
 
+    # The personas: the first institution's signing official, and four more people — the busiest
+    # PI (a researcher there), a reviewer (a researcher at another institution), and two lab
+    # staff without an institution (a program officer and a data steward).
     users: list[dict[str, Any]] = []
     identities, grants, affiliations = [], [], []
-    for k in range(scale.users):
-        uid = first_user + k
-        inst = insts[k % len(insts)]["id"]
+
+    def person(uid: int, inst: int | None, persona: str | None) -> None:
+        # Addresses under the reserved .example top-level domain: never a real person's mailbox,
+        # whatever a mail worker on this database is pointed at.
+        domain = f"{domains[inst]}.example" if inst is not None else "lab.datagen.example"
+        joined = ctx.when()
         users.append(
             {
                 "id": uid,
                 "display_name": f"Person {uid}",
-                "email": f"p{uid}@{domains[inst]}",
+                "email": f"p{uid}@{domain}",
                 "email_verified": True,
                 "is_disabled": False,
-                "created_at": now,
-                "updated_at": now,
+                "created_at": joined,
+                "updated_at": joined,
             }
         )
         identities.append(
             {
                 "user_id": uid,
                 # Not the institution's real identity provider: a made-up one per institution.
-                "issuer": f"https://idp-{inst}.datagen.example",
-                "subject": f"s{uid}",
-                "email": f"p{uid}@{domains[inst]}",
+                "issuer": PERSONA_ISSUER if persona else f"https://idp-{inst}.datagen.example",
+                "subject": PERSONAS[persona] if persona else f"s{uid}",
+                "email": f"p{uid}@{domain}",
                 "email_verified": True,
                 "claims": {},
-                "created_at": now,
-                "updated_at": now,
+                "created_at": joined,
+                "updated_at": joined,
             }
         )
-        role = Role.SIGNING_OFFICIAL if k < len(insts) else Role.RESEARCHER
+        if persona:
+            ctx.personas[persona] = uid
+
+    def grant(uid: int, role: Role, inst: int | None = None) -> None:
         grants.append(
             {
                 "user_id": uid,
@@ -196,84 +340,98 @@ def generate(session: AnySession, scale: Scale, seed: int = 1) -> dict[str, int]
                 "updated_at": now,
             }
         )
-        if k % 50 == 0:
-            grants.append(
-                {
-                    "user_id": uid,
-                    "role": Role.REVIEWER,
-                    "institution_id": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-        requested = k % 40 == 0 and role == Role.RESEARCHER
+
+    def member(uid: int, inst: int, state: AffiliationState = AffiliationState.ACTIVE) -> None:
+        """An affiliation of ``uid`` with ``inst`` (an active one makes them one of its members)."""
+        if state == AffiliationState.ACTIVE:
+            ctx.members.setdefault(inst, []).append(uid)
+        joined = users[-1]["created_at"]
         affiliations.append(
             {
                 "user_id": uid,
                 "institution_id": inst,
-                "state": AffiliationState.REQUESTED if requested else AffiliationState.ACTIVE,
+                "state": state,
                 "source": AffiliationSource.IDP_CLAIM,
                 "title": "faculty",
-                "requested_at": now,
-                "decided_at": None if requested else now,
-                "created_at": now,
-                "updated_at": now,
+                "requested_at": joined,
+                "decided_at": None if state == AffiliationState.REQUESTED else joined,
+                "created_at": joined,
+                "updated_at": joined,
             }
         )
-    countersigner = _program_officer(session)
-    if countersigner is None and users:
-        # Nobody countersigns for the lab yet: the first generated researcher becomes its officer.
-        countersigner = users[min(len(insts), len(users) - 1)]["id"]
-        grants.append(
-            {
-                "user_id": countersigner,
-                "role": Role.PROGRAM_OFFICER,
-                "institution_id": None,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-    _bulk(session, User, users)
-    _bulk(session, Identity, identities)
-    _bulk(session, RoleGrant, grants)
-    _bulk(session, Affiliation, affiliations)
-    agreements = 0
-    if countersigner is not None:
-        officials = {i["id"]: first_user + k for k, i in enumerate(insts) if k < len(users)}
-        agreements = _partnerships(session, insts, officials, countersigner)
-    _bulk(
-        session,
+
+    for k in range(scale.users):
+        uid = first_user + k
+        inst = insts[k % len(insts)]["id"]
+        person(uid, inst, "official" if k == 0 else None)
+        official = k < len(insts)
+        grant(uid, Role.SIGNING_OFFICIAL if official else Role.RESEARCHER, inst)
+        if official:
+            ctx.officials[inst] = uid
+        if k % 50 == 0 and not official:
+            grant(uid, Role.REVIEWER)
+            ctx.reviewers.append(uid)
+        requested = k % 40 == 0 and not official
+        member(uid, inst, AffiliationState.REQUESTED if requested else AffiliationState.ACTIVE)
+        if official:
+            ctx.members[inst].remove(uid)  # a signing official, not one of its researchers
+    pi, reviewer, officer, steward = range(first_user + scale.users, first_user + scale.users + 4)
+    for uid, inst, persona in ((pi, insts[0]["id"], "pi"), (reviewer, insts[-1]["id"], "reviewer")):
+        person(uid, inst, persona)
+        grant(uid, Role.RESEARCHER, inst)
+        member(uid, inst)
+    grant(reviewer, Role.REVIEWER)
+    ctx.reviewers.append(reviewer)
+    person(officer, None, "officer")
+    grant(officer, Role.PROGRAM_OFFICER)
+    person(steward, None, "steward")
+    grant(steward, Role.DATA_STEWARD)
+    ctx.officer = officer
+    ctx.people = range(first_user, steward + 1)
+    ctx.bulk(User, users)
+    ctx.bulk(Identity, identities)
+    ctx.bulk(RoleGrant, grants)
+    ctx.bulk(Affiliation, affiliations)
+    ctx.counts["institutions"] = len(insts)
+    ctx.counts["users"] = len(users)
+    ctx.counts["partnership agreements"] = _partnerships(session, insts, ctx.officials, officer)
+
+
+def _audit_events(ctx: Context) -> None:
+    """Audit events spread over the last three years, by the generated people, about the
+    generated institutions (the domain generators record their own decisions)."""
+    people, insts = ctx.people, ctx.institutions
+    ctx.counts["audit events"] = ctx.bulk(
         AuditEvent,
-        [
+        (
             {
-                "occurred_at": now,
-                "actor_id": first_user + (k % scale.users),
-                "action": "generated.event",
+                "occurred_at": ctx.when(),
+                "actor_id": people[k % len(people)],
+                "action": "institution.viewed",
                 "object_type": "institutions",
                 "object_id": insts[k % len(insts)]["id"],
-                "channel": "cli",
-                "details": {"n": k},
+                "channel": "web",
+                "details": {"generated": True},
             }
-            for k in range(scale.audit_events)
-        ],
+            for k in range(ctx.scale.audit_events)
+        ),
     )
-    session.flush()
-    return {
-        "institutions": len(insts),
-        "users": len(users),
-        "agreements": agreements,
-        "audit_events": scale.audit_events,
-    }
 
 
-def _program_officer(session: AnySession) -> int | None:
-    return session.scalar(
-        select(User.id)
-        .join(RoleGrant, RoleGrant.user_id == User.id)
-        .where(RoleGrant.role == Role.PROGRAM_OFFICER, User.is_disabled.is_(False))
-        .order_by(User.id)
-        .limit(1)
-    )
+def _move_sequences_on(session: AnySession) -> None:
+    """Rows were inserted with explicit ids: on PostgreSQL, move each id sequence past them."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for table in Base.metadata.sorted_tables:
+        id_column = table.c.get("id")
+        if id_column is None or not id_column.autoincrement:
+            continue
+        session.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "  # noqa: S608
+                f"COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"
+            )
+        )
 
 
 def _partnership_version(session: AnySession) -> TemplateVersion:
@@ -373,13 +531,22 @@ def _partnerships(
 
 
 @click.command("generate")
-@click.option("--institutions", default=Scale.institutions, show_default=True)
-@click.option("--users", default=Scale.users, show_default=True)
-@click.option("--audit-events", default=Scale.audit_events, show_default=True)
-@click.option("--seed", default=1, show_default=True)
-def generate_command(institutions: int, users: int, audit_events: int, seed: int) -> None:
+@click.option(
+    "--scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="1 is the reference size (300 institutions, 20,000 people, 5,000 proposals, "
+    "2,000,000 usage records, …); 0.01 a quick run.",
+)
+@click.option("--seed", default=1, show_default=True, help="The same seed gives the same data.")
+def generate_command(scale: float, seed: int) -> None:
     """Add benchmark-scale data (on top of whatever is there)."""
-    with write_intent():
-        counts = generate(db.session, Scale(institutions, users, audit_events), seed)
+    size = Scale.of(scale)
+    with write_intent(), click.progressbar(length=size.rows, label="Generating") as bar:
+        try:
+            counts = generate(db.session, size, seed, progress=bar.update)
+        except AlreadyGeneratedError as e:
+            raise click.ClickException(str(e)) from None
         db.session.commit()
-    click.echo("Generated " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".")
+    click.echo("Generated " + ", ".join(f"{v:,} {k}" for k, v in counts.items()) + ".")

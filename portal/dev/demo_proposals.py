@@ -7,8 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-from pypdf import PdfWriter
-
 from portal.auth.models import User
 from portal.core.models import AnySession, utcnow
 from portal.proposals import attachments, services, team
@@ -35,6 +33,8 @@ PLAN = (
 
 def demo_pdf(pages: int = 3) -> bytes:
     """A small, valid PDF (blank pages) to stand for a project description."""
+    from pypdf import PdfWriter  # not at import: web workers load this module and never need it
+
     writer = PdfWriter()
     for _ in range(pages):
         writer.add_blank_page(width=595, height=842)

@@ -10,12 +10,13 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     """Pages, navigation, dashboard cards, the start page's partner count, mail kinds."""
     from sqlalchemy import func, select
-    from sqlalchemy.orm import selectinload
+    from sqlalchemy.orm import joinedload
 
     import portal.institutions.emails  # noqa: F401 - registers its mail kinds and reminder rules
     from portal.auth.permissions import is_staff
     from portal.core import navigation
     from portal.core.navigation import NavItem, Panel, Stat
+    from portal.core.roles import Role, holds
     from portal.core.web import register_template_helpers
     from portal.extensions import db
     from portal.institutions import permissions
@@ -62,10 +63,12 @@ def init_app(app: Flask) -> None:
         return {"affiliations": [a for a in user.affiliations if a.state != AffiliationState.ENDED]}
 
     def requests_to_decide(user: Any) -> dict[str, Any] | None:
+        if not holds(user, Role.SIGNING_OFFICIAL, Role.PROGRAM_OFFICER):
+            return None  # nobody else decides (permissions._decider): no need to ask
         waiting = db.session.scalars(
             permissions.decidable_affiliations(user)
             .where(Affiliation.state == AffiliationState.REQUESTED)
-            .options(selectinload(Affiliation.user), selectinload(Affiliation.institution))
+            .options(joinedload(Affiliation.user), joinedload(Affiliation.institution))
             .order_by(Affiliation.requested_at)
             .limit(10)
         ).all()

@@ -34,7 +34,7 @@ from license_expression import (
     LicenseWithExceptionSymbol,
     get_spdx_licensing,
 )
-from sqlalchemy import func, select
+from sqlalchemy import cast, func, literal, null, select, union_all
 
 from portal.core.models import AnySession
 from portal.outputs.models import ReleasedOutput
@@ -154,20 +154,29 @@ class Score:
 
 
 def _counts(session: AnySession, group: Any, ids: list[int], *where: Any) -> dict[int, Score]:
-    """Scores per ``group`` (a column of ``proposals``): two aggregate queries."""
+    """Scores per ``group`` (a column of ``proposals``): one query, of two aggregates."""
     scores: dict[int, Score] = defaultdict(Score)
     planned = (
-        select(group, func.count(PlannedOutput.id))
+        select(
+            group.label("key"),
+            literal(1).label("planned"),
+            cast(null(), ReleasedOutput.license.type).label("licence"),
+            func.count(PlannedOutput.id).label("n"),
+            literal(0).label("checks_off"),
+        )
         .join(Proposal, Proposal.id == PlannedOutput.proposal_id)
         .where(group.in_(ids), *where)
         .group_by(group)
     )
-    for key, count in session.execute(planned):
-        scores[key] += Score(planned=count)
     # A release checks off a planned output only when the output is the same project's.
-    checks_off = func.count(PlannedOutput.id).label("checks_off")
     released = (
-        select(group, ReleasedOutput.license, func.count(ReleasedOutput.id), checks_off)
+        select(
+            group,
+            literal(0),
+            ReleasedOutput.license,
+            func.count(ReleasedOutput.id),
+            func.count(PlannedOutput.id),
+        )
         .join(Proposal, Proposal.id == ReleasedOutput.proposal_id)
         .outerjoin(
             PlannedOutput,
@@ -177,14 +186,17 @@ def _counts(session: AnySession, group: Any, ids: list[int], *where: Any) -> dic
         .where(group.in_(ids), *where)
         .group_by(group, ReleasedOutput.license)
     )
-    for key, licence, count, fulfilled in session.execute(released):
-        open_count = count if is_open_licence(licence) else 0
-        scores[key] += Score(fulfilled=fulfilled, released=count, open_licensed=open_count)
+    for key, is_planned, licence, count, fulfilled in session.execute(union_all(planned, released)):
+        if is_planned:
+            scores[key] += Score(planned=count)
+        else:
+            open_count = count if is_open_licence(licence) else 0
+            scores[key] += Score(fulfilled=fulfilled, released=count, open_licensed=open_count)
     return {i: scores.get(i, Score()) for i in ids}
 
 
 def openness_for_projects(session: AnySession, proposal_ids: Iterable[int]) -> dict[int, Score]:
-    """Each project's score, by proposal id (every id given is a key): two queries."""
+    """Each project's score, by proposal id (every id given is a key): one query."""
     ids = sorted(set(proposal_ids))
     if not ids:
         return {}
@@ -194,7 +206,7 @@ def openness_for_projects(session: AnySession, proposal_ids: Iterable[int]) -> d
 def openness_for_institutions(
     session: AnySession, institution_ids: Iterable[int]
 ) -> dict[int, Score]:
-    """Each institution's score, from the counts of its ACTIVE projects summed: two queries."""
+    """Each institution's score, from the counts of its ACTIVE projects summed: one query."""
     ids = sorted(set(institution_ids))
     if not ids:
         return {}

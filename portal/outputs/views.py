@@ -40,6 +40,7 @@ from portal.outputs.permissions import (
 from portal.outputs.score import Score, openness_for_projects
 from portal.outputs.workflow import REPORT_WORKFLOW
 from portal.proposals.models import EDITORS, PlannedOutput, Proposal, ProposalState, TeamMember
+from portal.proposals.permissions import on_a_team
 
 bp = Blueprint("outputs", __name__)
 
@@ -335,7 +336,7 @@ def _report_panel(user: Any) -> dict[str, Any] | None:
     """A PI's or co-investigator's dashboard card: their projects' final reports still owed and
     due within 30 days (or overdue, or returned)."""
     u = as_user(user)
-    if u is None:
+    if u is None or not on_a_team(u):
         return None
     today = utcnow().date()
     reports = db.session.scalars(

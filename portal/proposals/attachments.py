@@ -17,11 +17,9 @@ import unicodedata
 import uuid
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Response, abort, current_app, send_file
-from pypdf import PdfReader
-from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
@@ -32,6 +30,9 @@ from portal.core.models import AnySession
 from portal.core.permissions import check
 from portal.proposals.models import Attachment, AttachmentKind, Proposal
 from portal.proposals.permissions import can_attach_to_proposal
+
+if TYPE_CHECKING:
+    from pypdf import PdfReader
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,9 @@ def pdf_pages(data: bytes, *, max_bytes: int) -> int:
     end = data.rfind(b"%%EOF")
     if not data.startswith(PDF_MAGIC) or end < 0 or data[end + 5 :].strip(_TRAILING):
         raise ValidationError("The file is not a PDF. Upload a PDF document.")
+    # pypdf is imported on the first upload, not by every worker at start (memory per worker).
+    from pypdf import PdfReader
+
     try:
         reader = PdfReader(io.BytesIO(data), strict=True)
         if reader.is_encrypted:
@@ -174,6 +178,8 @@ def _has_javascript(reader: PdfReader) -> bool:
     """Whether any object of the document — the catalog and its Names tree, OpenAction and
     additional actions (AA), pages, annotations, form fields, or any other object its
     cross-reference tables list — holds a ``/JS`` or ``/JavaScript`` name."""
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject
+
     stack: list[Any] = [reader.trailer]
     for generation, numbers in reader.xref.items():
         stack += [IndirectObject(n, generation, reader) for n in numbers]

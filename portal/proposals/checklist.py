@@ -47,12 +47,11 @@ def missing_items(proposal: Proposal) -> list[str]:
         out.append(f"a research plan of at least {MIN_PLAN} characters")
     if proposal.start_date is None or not proposal.duration_months:
         out.append("a start date and a duration")
-    offered = {cr.id: cr for cr in proposal.call.resources}
     if not proposal.requests:
         out.append("GPU-hours on at least one resource the call offers")
     for r in proposal.requests:
-        cr = offered.get(r.call_resource_id)
-        if cr is None:
+        cr = r.call_resource
+        if cr.call_id != proposal.call_id:
             out.append("a request for a resource the call does not offer")
         elif r.hours > cr.max_request_hours:
             out.append(f"at most {cr.max_request_hours:,} GPU-hours on {cr.resource.name}")

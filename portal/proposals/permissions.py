@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Select, and_, false, or_, select
+from sqlalchemy.orm import object_session
 from sqlalchemy.sql.elements import ColumnElement
 
 from portal.auth.models import Role, RoleGrant, User
 from portal.auth.permissions import as_user, is_staff
+from portal.core.memo import per_request
 from portal.core.permissions import rule
 from portal.institutions.models import AffiliationState, Institution, InstitutionState
 from portal.proposals.models import (
@@ -61,6 +63,19 @@ def can_view_call(user: Any, call: Call) -> bool:
 def can_run_call(user: Any, call: Call) -> bool:
     """Program staff."""
     return is_staff(user)
+
+
+@per_request
+def on_a_team(user: Any) -> bool:
+    """Whether ``user`` is on any project's team (dashboard cards about one's projects ask this
+    first: most staff and reviewers are on none)."""
+    u = as_user(user)
+    session = object_session(u) if u is not None else None
+    if u is None or session is None:
+        return False
+    return (
+        session.scalar(select(TeamMember.id).where(TeamMember.user_id == u.id).limit(1)) is not None
+    )
 
 
 def partner_institutions_of(user: Any) -> list[Institution]:
@@ -200,11 +215,14 @@ def can_decide_proposal(user: Any, proposal: Proposal) -> bool:
     """Program staff; where the call delegates its decisions, the members of its allocation
     committee instead (never on a proposal they are on the team of)."""
     u = as_user(user)
-    if u is None or _role_of(u, proposal) is not None:
+    if u is None:
         return False
     if proposal.call.committee_decides:
-        return any(m.user_id == u.id for m in proposal.call.committee)
-    return is_staff(u)
+        decides = any(m.user_id == u.id for m in proposal.call.committee)
+    else:
+        decides = is_staff(u)
+    # The team is read last: most people asked decide nothing.
+    return decides and _role_of(u, proposal) is None
 
 
 def deciders_of_proposal(proposal: Proposal) -> Select[User]:

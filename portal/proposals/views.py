@@ -10,8 +10,8 @@ from typing import Any
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from sqlalchemy import Select, func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Select, func, inspect, select
+from sqlalchemy.orm import contains_eager, joinedload, load_only, selectinload
 
 from portal.auth.models import User
 from portal.core.audit import events_for
@@ -40,6 +40,7 @@ from portal.proposals.forms import (
     WithdrawForm,
 )
 from portal.proposals.models import (
+    Award,
     Call,
     CallResource,
     CallState,
@@ -49,6 +50,7 @@ from portal.proposals.models import (
     Resource,
     ResourceRequest,
     TeamMember,
+    TeamRole,
 )
 from portal.proposals.permissions import (
     awaiting_endorsement,
@@ -57,6 +59,7 @@ from portal.proposals.permissions import (
     can_propose,
     can_view_call,
     can_view_proposal,
+    on_a_team,
     partner_institutions_of,
     visible_calls,
     visible_proposals,
@@ -65,17 +68,39 @@ from portal.proposals.workflow import CALL_WORKFLOW, PROPOSAL_WORKFLOW
 
 bp = Blueprint("proposals", __name__)
 
-#: Loader options for a proposal shown with its checklist (no query per row or per item).
+#: Loader options for one proposal with all it shows and its checklist reads (never a statement
+#: per item): its call, institution, GPU-hour requests and awards in the proposal's own statement
+#: (requests and awards are one per resource the call offers at most, so few rows); the team
+#: (with the people), the planned outputs and the attachments in one statement each.
 PROPOSAL_DETAIL = (
-    selectinload(Proposal.call).selectinload(Call.resources).selectinload(CallResource.resource),
-    selectinload(Proposal.institution),
-    selectinload(Proposal.team).selectinload(TeamMember.user),
-    selectinload(Proposal.requests)
-    .selectinload(ResourceRequest.call_resource)
-    .selectinload(CallResource.resource),
+    joinedload(Proposal.call),
+    joinedload(Proposal.institution),
+    joinedload(Proposal.requests)
+    .joinedload(ResourceRequest.call_resource)
+    .joinedload(CallResource.resource),
+    joinedload(Proposal.awards).joinedload(Award.call_resource).joinedload(CallResource.resource),
+    selectinload(Proposal.team).joinedload(TeamMember.user),
     selectinload(Proposal.outputs),
     selectinload(Proposal.attachments),
 )
+
+#: What the proposal form reads besides: the resources the call offers.
+PROPOSAL_FORM = (
+    *PROPOSAL_DETAIL,
+    joinedload(Proposal.call).selectinload(Call.resources).joinedload(CallResource.resource),
+)
+
+#: What a draft's checklist (``missing_items``) reads besides the proposal, for a list of
+#: proposals: one statement each whatever their number (``with_next_steps``).
+CHECKLIST = (
+    selectinload(Proposal.team),
+    selectinload(Proposal.requests)
+    .joinedload(ResourceRequest.call_resource)
+    .joinedload(CallResource.resource),
+    selectinload(Proposal.outputs),
+    selectinload(Proposal.attachments),
+)
+_CHECKLIST_READS = frozenset({"team", "requests", "outputs", "attachments"})
 
 CALLS = ListSpec(
     search=(Call.title, Call.description),
@@ -126,25 +151,26 @@ QUEUE = ListSpec(
 )
 
 
-def _visible_proposal(proposal_id: int) -> Proposal:
+def _visible_proposal(proposal_id: int, *options: Any) -> Proposal:
     """The proposal ``proposal_id`` if the current user may see it; 404 otherwise, so nobody
-    learns which ids exist (IDOR)."""
-    proposal = load(Proposal, proposal_id, None, *PROPOSAL_DETAIL)
+    learns which ids exist (IDOR). ``options``: loader options (``PROPOSAL_DETAIL`` by default)."""
+    proposal = load(Proposal, proposal_id, None, *(options or PROPOSAL_DETAIL))
     if not can_view_proposal(current_user, proposal):
         abort(404)
     return proposal
 
 
-def _visible_call(call_id: int) -> Call:
+#: Loader options for a call's page: the resources it offers (with their names), its rubric.
+CALL_DETAIL = (
+    selectinload(Call.resources).joinedload(CallResource.resource),
+    selectinload(Call.criteria),
+)
+
+
+def _visible_call(call_id: int, *options: Any) -> Call:
     """The call ``call_id`` if published (or to program staff); 404 otherwise (the login page
-    for anonymous visitors)."""
-    call = load(
-        Call,
-        call_id,
-        None,
-        selectinload(Call.resources).selectinload(CallResource.resource),
-        selectinload(Call.criteria),
-    )
+    for anonymous visitors). ``options``: loader options (``CALL_DETAIL`` by default)."""
+    call = load(Call, call_id, None, *(options or CALL_DETAIL))
     if not can_view_call(current_user, call):
         # An anonymous visitor may be staff who has not logged in yet: ask them to.
         abort(404 if is_logged_in(current_user) else 401)
@@ -344,14 +370,14 @@ def _call_proposals(call: Call) -> tuple[Select[Any], ProposalFilterForm]:
 @login_required
 def call_proposals(call_id: int) -> ResponseReturnValue:
     check(can_manage_calls, current_user)
-    call = _visible_call(call_id)
+    call = _visible_call(call_id, selectinload(Call.resources).joinedload(CallResource.resource))
     stmt, extra = _call_proposals(call)
     options = (
-        selectinload(Proposal.institution),
-        selectinload(Proposal.team).selectinload(TeamMember.user),
+        contains_eager(Proposal.institution),  # joined already, for the search and the sort
+        selectinload(Proposal.team).joinedload(TeamMember.user),
         selectinload(Proposal.requests)
-        .selectinload(ResourceRequest.call_resource)
-        .selectinload(CallResource.resource),
+        .joinedload(ResourceRequest.call_resource)
+        .joinedload(CallResource.resource),
     )
     if request.args.get("format") == "csv":
         rows = db.session.scalars(filtered(stmt, CALL_PROPOSALS).options(*options)).all()
@@ -429,7 +455,8 @@ def next_step(proposal: Proposal, user: Any, missing: list[str]) -> str:
                 + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
                 + "."
             )
-        if proposal.pi is not None and proposal.pi.id == getattr(user, "id", None):
+        pi = next((m.user_id for m in proposal.team if m.role == TeamRole.PI), None)
+        if pi is not None and pi == getattr(user, "id", None):
             return "Complete: submit it."
         return "Complete: the principal investigator can submit it."
     if state == ProposalState.AWAITING_ENDORSEMENT:
@@ -445,38 +472,69 @@ def next_step(proposal: Proposal, user: Any, missing: list[str]) -> str:
     return "Nothing: it is withdrawn."
 
 
+def with_next_steps(proposals: Sequence[Proposal], user: Any) -> list[tuple[Proposal, str]]:
+    """Each of ``proposals`` (loaded with their calls) with what ``user`` should do next. Only a
+    draft has a checklist: what it reads, unless loaded with the list (``CHECKLIST``), is loaded
+    for the drafts among ``proposals`` together, in a fixed number of statements whatever their
+    number (none without a draft)."""
+    drafts = [p.id for p in proposals if p.is_editable and _CHECKLIST_READS & inspect(p).unloaded]
+    if drafts:
+        # Fills in the drafts' collections (the proposals themselves are in the session already).
+        db.session.scalars(
+            select(Proposal)
+            .where(Proposal.id.in_(drafts))
+            .options(load_only(Proposal.id), *CHECKLIST)
+        ).all()
+    return [(p, next_step(p, user, missing_items(p) if p.is_editable else [])) for p in proposals]
+
+
 @bp.get("/proposals/")
 @login_required
 def index() -> ResponseReturnValue:
-    """The proposals the current user is on the team of, each with what to do next."""
+    """The proposals the current user is on the team of, each with what to do next (what the
+    drafts' checklists read is loaded for the whole page: its statements are the same whatever
+    the page shows)."""
     mine = select(TeamMember.proposal_id).where(TeamMember.user_id == current_user.id)
     listing = list_page(
-        visible_proposals(current_user).where(Proposal.id.in_(mine)).options(*PROPOSAL_DETAIL),
+        visible_proposals(current_user)
+        .where(Proposal.id.in_(mine))
+        .options(joinedload(Proposal.call), *CHECKLIST),
         MY_PROPOSALS,
     )
-    rows = [
-        (p, next_step(p, current_user, missing_items(p) if p.is_editable else []))
-        for p in listing.page.items
-    ]
     return render_template(
         "proposals/index.html",
         page=listing.page,
         form=listing.form,
-        rows=rows,
+        rows=with_next_steps(listing.page.items, current_user),
         can_manage=can_manage_calls(current_user),
     )
+
+
+#: The steps the proposal's page offers: submitting, withdrawing, the endorsement.
+DETAIL_ACTIONS = frozenset({"submit", "submit_for_endorsement", "withdraw", "endorse", "return"})
 
 
 @bp.get("/proposals/<int:proposal_id>")
 @login_required
 def detail(proposal_id: int) -> ResponseReturnValue:
-    proposal = _visible_proposal(proposal_id)
-    versions = db.session.scalars(
-        select(ProposalVersion)
-        .where(ProposalVersion.proposal_id == proposal.id)
-        .order_by(ProposalVersion.number.desc())
-    ).all()
-    actions = PROPOSAL_WORKFLOW.available(current_user, proposal)
+    proposal = _visible_proposal(proposal_id, *PROPOSAL_DETAIL, selectinload(Proposal.invitations))
+    # A proposal never submitted (version 0) has no versions to ask for.
+    versions = (
+        db.session.scalars(
+            select(ProposalVersion)
+            .where(ProposalVersion.proposal_id == proposal.id)
+            .options(load_only(ProposalVersion.number, ProposalVersion.submitted_at))
+            .order_by(ProposalVersion.number.desc())
+        ).all()
+        if proposal.version
+        else []
+    )
+    # Only the steps this page offers (the review's steps are on the decision page).
+    actions = [
+        (a, tr)
+        for a, tr in PROPOSAL_WORKFLOW.transitions.items()
+        if a in DETAIL_ACTIONS and PROPOSAL_WORKFLOW.may(current_user, proposal, a)
+    ]
     on_team = any(m.user_id == current_user.id for m in proposal.team)
     missing = missing_items(proposal) if proposal.is_editable and on_team else []
     return render_template(
@@ -510,7 +568,7 @@ def _not_editable(proposal: Proposal) -> ResponseReturnValue:
 @bp.route("/proposals/<int:proposal_id>/edit", methods=["GET", "POST"])
 @login_required
 def edit(proposal_id: int) -> ResponseReturnValue:
-    proposal = _visible_proposal(proposal_id)
+    proposal = _visible_proposal(proposal_id, *PROPOSAL_FORM)
     if not proposal.is_editable and any(m.user_id == current_user.id for m in proposal.team):
         return _not_editable(proposal)
     check(can_edit_proposal, current_user, proposal)
@@ -658,12 +716,6 @@ def endorsements() -> ResponseReturnValue:
 # --- navigation and dashboard ------------------------------------------------------------------
 
 
-def _on_a_team(user: Any) -> bool:
-    return bool(
-        db.session.scalar(select(TeamMember.id).where(TeamMember.user_id == user.id).limit(1))
-    )
-
-
 def _is_official(user: Any) -> bool:
     from portal.auth.models import Role
 
@@ -682,7 +734,8 @@ def register_ui(app: Flask) -> None:
         NavItem(
             "proposals.index",
             "Proposals",
-            lambda u: can_manage_calls(u) or _on_a_team(u),
+            # Members of partners may propose (their affiliations are loaded with them: no query).
+            lambda u: can_manage_calls(u) or bool(partner_institutions_of(u)) or on_a_team(u),
             order=40,
             group="Proposals",
         )
@@ -695,21 +748,18 @@ def register_ui(app: Flask) -> None:
     )
 
     def my_proposals(user: Any) -> dict[str, Any] | None:
+        if not on_a_team(user):
+            # No proposal yet: the card invites those who may propose to start one.
+            return {"rows": []} if partner_institutions_of(user) else None
         rows = db.session.scalars(
             select(Proposal)
             .join(TeamMember, TeamMember.proposal_id == Proposal.id)
             .where(TeamMember.user_id == user.id)
-            .options(*PROPOSAL_DETAIL)
+            .options(joinedload(Proposal.call))
             .order_by(Proposal.updated_at.desc(), Proposal.id.desc())
             .limit(5)
         ).all()
-        if not rows and not partner_institutions_of(user):
-            return None
-        return {
-            "rows": [
-                (p, next_step(p, user, missing_items(p) if p.is_editable else [])) for p in rows
-            ]
-        }
+        return {"rows": with_next_steps(rows, user)}
 
     def open_calls(user: Any) -> dict[str, Any] | None:
         if not partner_institutions_of(user):
@@ -727,7 +777,7 @@ def register_ui(app: Flask) -> None:
             return None
         rows = db.session.scalars(
             awaiting_endorsement(user)
-            .options(selectinload(Proposal.institution), selectinload(Proposal.call))
+            .options(joinedload(Proposal.institution), joinedload(Proposal.call))
             .order_by(Proposal.state_changed_at, Proposal.id)
             .limit(10)
         ).all()
@@ -736,22 +786,21 @@ def register_ui(app: Flask) -> None:
     def calls_overview(user: Any) -> dict[str, Any] | None:
         if not can_manage_calls(user):
             return None
-        calls = db.session.scalars(
-            select(Call).where(Call.state != CallState.ARCHIVED).order_by(Call.id.desc()).limit(10)
-        ).all()
-        counts = dict(
-            db.session.execute(
-                select(Proposal.call_id, func.count())
-                .where(
-                    Proposal.call_id.in_([c.id for c in calls]),
-                    Proposal.state.in_(
-                        [ProposalState.SUBMITTED, ProposalState.AWAITING_ENDORSEMENT]
-                    ),
-                )
-                .group_by(Proposal.call_id)
-            ).all()
+        waiting = (
+            select(func.count())
+            .where(
+                Proposal.call_id == Call.id,
+                Proposal.state.in_([ProposalState.SUBMITTED, ProposalState.AWAITING_ENDORSEMENT]),
+            )
+            .scalar_subquery()
         )
-        return {"calls": calls, "counts": counts}
+        rows = db.session.execute(
+            select(Call, waiting)
+            .where(Call.state != CallState.ARCHIVED)
+            .order_by(Call.id.desc())
+            .limit(10)
+        ).all()
+        return {"calls": [c for c, _ in rows], "counts": {c.id: n for c, n in rows if n}}
 
     navigation.register_panel(
         Panel("my_proposals", "proposals/panels/my_proposals.html", my_proposals, 40)

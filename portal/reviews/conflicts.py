@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import object_session
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.orm import aliased, object_session
+from sqlalchemy.sql.elements import ColumnElement
 
 from portal.auth.models import User
 from portal.core.models import AnySession, utcnow
@@ -27,17 +28,21 @@ class Conflict:
     detail: str
 
 
+def _counts(since: dt.datetime) -> ColumnElement[bool]:
+    """An affiliation that counts: active, or ended after ``since``."""
+    return or_(
+        Affiliation.state == AffiliationState.ACTIVE,
+        (Affiliation.state == AffiliationState.ENDED) & (Affiliation.updated_at >= since),
+    )
+
+
 def _institutions(
     session: AnySession, user_ids: set[int], since: dt.datetime
 ) -> dict[int, set[int]]:
     """Institution ids per user: active affiliations, and ended ones that ended after ``since``."""
     rows = session.execute(
         select(Affiliation.user_id, Affiliation.institution_id).where(
-            Affiliation.user_id.in_(user_ids),
-            or_(
-                Affiliation.state == AffiliationState.ACTIVE,
-                (Affiliation.state == AffiliationState.ENDED) & (Affiliation.updated_at >= since),
-            ),
+            Affiliation.user_id.in_(user_ids), _counts(since)
         )
     ).all()
     out: dict[int, set[int]] = {u: set() for u in user_ids}
@@ -122,3 +127,58 @@ def blocking_conflicts(
     if found and is_waived(session, reviewer.id, proposal.id):
         return [c for c in found if c.kind == "team"]
     return found
+
+
+#: Another proposal the reviewer is on (built once: an alias is costly to build).
+_OWN = aliased(Proposal, name="own_proposals")
+
+
+def blocked(reviewer_id: int, *, years: int, own_proposal_conflicts: bool) -> ColumnElement[bool]:
+    """``blocking_conflicts`` as a condition on ``Proposal`` (which the statement selects from):
+    whether the reviewer has a conflict with the proposal that keeps them from it. A list of
+    their assignments filters with it in SQL, so it pages the rows it shows; a page asks it of
+    one proposal in one statement. A test checks that it agrees with ``blocking_conflicts``."""
+    counts = _counts(utcnow() - dt.timedelta(days=365 * years))
+    team = (
+        select(TeamMember.user_id).where(TeamMember.proposal_id == Proposal.id).correlate(Proposal)
+    )
+    reviewer_insts = select(Affiliation.institution_id).where(
+        Affiliation.user_id == reviewer_id, counts
+    )
+    members_insts = select(Affiliation.institution_id).where(Affiliation.user_id.in_(team), counts)
+    conflicts = [
+        # an institution of the reviewer's is the proposal's, or a team member's
+        Proposal.institution_id.in_(reviewer_insts),
+        exists().where(
+            Affiliation.user_id.in_(team), counts, Affiliation.institution_id.in_(reviewer_insts)
+        ),
+        # a person or an institution the reviewer declared
+        exists().where(
+            DeclaredConflict.reviewer_id == reviewer_id,
+            or_(
+                DeclaredConflict.person_id.in_(team),
+                DeclaredConflict.institution_id == Proposal.institution_id,
+                DeclaredConflict.institution_id.in_(members_insts),
+            ),
+        ),
+    ]
+    if own_proposal_conflicts:
+        # a proposal of their own in the same call (asked from their side: they are on few)
+        conflicts.append(
+            Proposal.call_id.in_(
+                select(_OWN.call_id)
+                .join(TeamMember, TeamMember.proposal_id == _OWN.id)
+                .where(
+                    TeamMember.user_id == reviewer_id,
+                    _OWN.id != Proposal.id,
+                    _OWN.state != ProposalState.WITHDRAWN,
+                )
+            )
+        )
+    on_team = exists().where(
+        TeamMember.proposal_id == Proposal.id, TeamMember.user_id == reviewer_id
+    )
+    waived = exists().where(
+        ConflictWaiver.reviewer_id == reviewer_id, ConflictWaiver.proposal_id == Proposal.id
+    )
+    return or_(on_team, and_(~waived, or_(*conflicts)))  # being on the team is never waived

@@ -10,13 +10,16 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import Select, false, select
+from sqlalchemy.orm import object_session
 
 from portal.auth.models import Role, RoleGrant, User
 from portal.auth.permissions import as_user, is_staff
+from portal.core.memo import per_request
+from portal.core.models import AnySession
 from portal.core.permissions import rule
 from portal.proposals.models import Call, Proposal, ProposalState
 from portal.proposals.permissions import can_decide_proposal
-from portal.reviews.conflicts import blocking_conflicts
+from portal.reviews.conflicts import blocked, blocking_conflicts
 from portal.reviews.models import OPEN_ASSIGNMENTS, Assignment, AssignmentState, Review
 
 
@@ -49,14 +52,30 @@ def can_be_assigned(reviewer: Any, proposal: Proposal) -> bool:
     )
 
 
+@per_request
+def has_blocking_conflict(session: AnySession, reviewer_id: int, proposal_id: int) -> bool:
+    """Whether the reviewer has a conflict with the proposal that keeps them from it: the rule of
+    ``blocking_conflicts``, in one statement (and once per page, which asks it several times)."""
+    return (
+        session.scalar(
+            select(Proposal.id).where(
+                Proposal.id == proposal_id, blocked(reviewer_id, **conflict_settings())
+            )
+        )
+        is not None
+    )
+
+
 @rule("This assignment is not yours.")
 def can_answer_assignment(user: Any, assignment: Assignment) -> bool:
     """The assigned reviewer, while no conflict keeps them from the proposal."""
     u = as_user(user)
+    session = object_session(assignment)
+    assert session is not None, "the assignment must be in a session"
     return (
         u is not None
         and assignment.reviewer_id == u.id
-        and not blocking_conflicts(u, assignment.proposal, **conflict_settings())
+        and not has_blocking_conflict(session, u.id, assignment.proposal_id)
     )
 
 
@@ -136,13 +155,26 @@ def can_open_decision(user: Any, proposal: Proposal) -> bool:
 
 
 def my_assignments(user: Any) -> Select[Assignment]:
-    """The reviewer's open assignments (their queue); conflicts are filtered by the view, since
-    they depend on facts outside the assignment."""
+    """The reviewer's open assignments, conflicts or not (``assignments_to_answer`` leaves out
+    those a conflict keeps them from: what their lists show)."""
     u = as_user(user)
     if u is None:
         return select(Assignment).where(false())
     return select(Assignment).where(
         Assignment.reviewer_id == u.id, Assignment.state.in_(OPEN_ASSIGNMENTS)
+    )
+
+
+def assignments_to_answer(user: Any) -> Select[Assignment]:
+    """``can_answer_assignment`` as a list filter over the reviewer's open assignments (with
+    their proposals joined): those whose proposal no conflict keeps them from."""
+    u = as_user(user)
+    if u is None:
+        return select(Assignment).where(false())
+    return (
+        my_assignments(u)
+        .join(Proposal, Proposal.id == Assignment.proposal_id)
+        .where(~blocked(u.id, **conflict_settings()))
     )
 
 

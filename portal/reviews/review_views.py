@@ -10,15 +10,15 @@ These routes are added to ``portal.reviews.views.bp``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from sqlalchemy import or_, select, true
-from sqlalchemy.orm import selectinload
+from sqlalchemy import or_, select
+from sqlalchemy.orm import contains_eager, joinedload, selectinload
 
 from portal.auth.models import User
 from portal.auth.permissions import is_staff
@@ -29,7 +29,6 @@ from portal.core.models import utcnow
 from portal.core.permissions import check
 from portal.core.web import commit_or_flash, load, login_required, post_action
 from portal.extensions import db
-from portal.institutions.models import Affiliation, AffiliationState
 from portal.proposals import services as proposal_services
 from portal.proposals.models import (
     Award,
@@ -47,18 +46,15 @@ from portal.reviews.models import (
     OPEN_ASSIGNMENTS,
     Assignment,
     AssignmentState,
-    ConflictWaiver,
-    DeclaredConflict,
     Review,
     ReviewState,
 )
 from portal.reviews.permissions import (
+    assignments_to_answer,
     can_answer_assignment,
     can_open_decision,
     can_see_other_reviews,
     can_see_ranking,
-    conflict_settings,
-    my_assignments,
 )
 from portal.reviews.review_forms import DecisionForm, ReviewForm
 from portal.reviews.views import bp
@@ -70,80 +66,6 @@ DECIDED = (ProposalState.ACTIVE, ProposalState.DECLINED, ProposalState.REVISE)
 
 
 # --- who may see a call's ranking and a proposal's decision page ---------------------------------
-
-
-# --- conflicts, for many proposals at once -------------------------------------------------------
-
-
-def blocked_proposal_ids(reviewer: User, proposal_ids: Iterable[int]) -> set[int]:
-    """Those of ``proposal_ids`` that ``reviewer`` has a blocking conflict with — the rule of
-    ``portal.reviews.conflicts.blocking_conflicts``, in a fixed number of queries whatever the
-    number of proposals (the queue filters with it). A test checks the two agree."""
-    ids = set(proposal_ids)
-    if not ids:
-        return set()
-    settings = conflict_settings()
-    since = utcnow() - dt.timedelta(days=365 * settings["years"])
-    proposals = db.session.execute(
-        select(Proposal.id, Proposal.institution_id, Proposal.call_id).where(Proposal.id.in_(ids))
-    ).all()
-    team: dict[int, set[int]] = {p.id: set() for p in proposals}
-    for pid, uid in db.session.execute(
-        select(TeamMember.proposal_id, TeamMember.user_id).where(TeamMember.proposal_id.in_(ids))
-    ):
-        team[pid].add(uid)
-    people = {reviewer.id}.union(*team.values())
-    insts: dict[int, set[int]] = {u: set() for u in people}
-    for uid, iid in db.session.execute(
-        select(Affiliation.user_id, Affiliation.institution_id).where(
-            Affiliation.user_id.in_(people),
-            or_(
-                Affiliation.state == AffiliationState.ACTIVE,
-                (Affiliation.state == AffiliationState.ENDED) & (Affiliation.updated_at >= since),
-            ),
-        )
-    ):
-        insts[uid].add(iid)
-    declared = db.session.scalars(
-        select(DeclaredConflict).where(DeclaredConflict.reviewer_id == reviewer.id)
-    ).all()
-    own: dict[int, set[int]] = {}
-    if settings["own_proposal_conflicts"]:
-        for pid, cid in db.session.execute(
-            select(Proposal.id, Proposal.call_id)
-            .join(TeamMember, TeamMember.proposal_id == Proposal.id)
-            .where(
-                TeamMember.user_id == reviewer.id,
-                Proposal.state != ProposalState.WITHDRAWN,
-                Proposal.call_id.in_({p.call_id for p in proposals}),
-            )
-        ):
-            own.setdefault(cid, set()).add(pid)
-    waived = set(
-        db.session.scalars(
-            select(ConflictWaiver.proposal_id).where(
-                ConflictWaiver.reviewer_id == reviewer.id, ConflictWaiver.proposal_id.in_(ids)
-            )
-        )
-    )
-    out = set()
-    for p in proposals:
-        members = team[p.id]
-        if reviewer.id in members:
-            out.add(p.id)  # being on the team is never waived
-            continue
-        team_insts = {p.institution_id}.union(*(insts[u] for u in members))
-        conflicted = (
-            bool(insts[reviewer.id] & team_insts)
-            or any(d.person_id is not None and d.person_id in members for d in declared)
-            or any(
-                d.institution_id is not None and d.institution_id in team_insts for d in declared
-            )
-            or bool(own.get(p.call_id, set()) - {p.id})
-        )
-        if conflicted and p.id not in waived:
-            out.add(p.id)
-    return out
 
 
 # --- the reviewer's queue ------------------------------------------------------------------------
@@ -170,18 +92,11 @@ def queue() -> ResponseReturnValue:
     """The current user's open assignments of proposals under review, by due date, with the state
     of their review of the current version; proposals they have a blocking conflict with are left
     out (as if they did not exist)."""
-    mine = my_assignments(current_user)
-    blocked = blocked_proposal_ids(
-        current_user, db.session.scalars(mine.with_only_columns(Assignment.proposal_id)).all()
-    )
     stmt = (
-        mine.join(Proposal, Proposal.id == Assignment.proposal_id)
-        .where(
-            Proposal.state.in_(UNDER_REVIEW),
-            Assignment.proposal_id.not_in(blocked) if blocked else true(),
-        )
+        assignments_to_answer(current_user)
+        .where(Proposal.state.in_(UNDER_REVIEW))
         .options(
-            selectinload(Assignment.proposal).selectinload(Proposal.call),
+            contains_eager(Assignment.proposal).joinedload(Proposal.call),
             selectinload(Assignment.reviews),
         )
     )
@@ -202,7 +117,7 @@ def _my_assignment(assignment_id: int) -> Assignment:
         Assignment,
         assignment_id,
         None,
-        selectinload(Assignment.proposal).selectinload(Proposal.call).selectinload(Call.criteria),
+        joinedload(Assignment.proposal).joinedload(Proposal.call).selectinload(Call.criteria),
         selectinload(Assignment.reviews),
     )
     if not can_answer_assignment(current_user, a):
@@ -321,7 +236,7 @@ def _ranked_proposals(call: Call) -> Sequence[Proposal]:
     the team of (nobody ranks their own)."""
     on_team = select(TeamMember.proposal_id).where(TeamMember.user_id == current_user.id)
     with_reviewers = select(Assignment.proposal_id).where(Assignment.state.in_(OPEN_ASSIGNMENTS))
-    return db.session.scalars(
+    stmt = (
         select(Proposal)
         .where(
             Proposal.call_id == call.id,
@@ -329,12 +244,12 @@ def _ranked_proposals(call: Call) -> Sequence[Proposal]:
             or_(Proposal.state == ProposalState.IN_REVIEW, Proposal.id.in_(with_reviewers)),
             Proposal.id.not_in(on_team),
         )
-        .options(
-            selectinload(Proposal.institution),
-            selectinload(Proposal.team),  # can_decide_proposal reads the team
-        )
+        .options(joinedload(Proposal.institution))
         .order_by(Proposal.id)
-    ).all()
+    )
+    if not is_staff(current_user):
+        stmt = stmt.options(selectinload(Proposal.team))  # can_decide_proposal reads the team
+    return db.session.scalars(stmt).all()
 
 
 @bp.get("/reviews/calls/<int:call_id>/ranking")
@@ -347,7 +262,7 @@ def ranking(call_id: int) -> ResponseReturnValue:
     rows = services.ranking(db.session, call, _ranked_proposals(call))
     named = is_staff(current_user)
     may_decide = {
-        r.proposal.id: can_decide_proposal(current_user, r.proposal) or named for r in rows
+        r.proposal.id: named or can_decide_proposal(current_user, r.proposal) for r in rows
     }
     if request.args.get("format") == "csv":
         return csv_response(
@@ -530,7 +445,10 @@ def review_status(proposal: Proposal) -> ReviewStatus | None:
         for r in submitted
         if decided and r.to_applicant
     )
-    awards = tuple((a.call_resource.resource.name, a.hours) for a in proposal.awards)
+    active = proposal.state == ProposalState.ACTIVE
+    awards = (
+        tuple((a.call_resource.resource.name, a.hours) for a in proposal.awards) if active else ()
+    )
     return ReviewStatus(
         state=proposal.state,
         reviews_in=len(submitted),
@@ -539,7 +457,7 @@ def review_status(proposal: Proposal) -> ReviewStatus | None:
         panel_at=call.panel_at,
         reason=proposal.decision_reason if decided else None,
         comments=comments,
-        awards=awards if proposal.state == ProposalState.ACTIVE else (),
+        awards=awards,
     )
 
 

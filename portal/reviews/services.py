@@ -360,30 +360,21 @@ def ranking(session: AnySession, call: Call, proposals: Sequence[Proposal]) -> l
     version (unscored last), in a bounded number of queries."""
     ids = [p.id for p in proposals]
     rows = session.execute(
-        select(Review, Assignment)
+        select(Review, Assignment, User)
         .join(Assignment, Assignment.id == Review.assignment_id)
+        .join(User, User.id == Assignment.reviewer_id)
         .where(Assignment.proposal_id.in_(ids), Review.state == ReviewState.SUBMITTED)
         # Reviewers in the order they were assigned (without it, PostgreSQL's order varies).
         .order_by(Assignment.id, Review.id)
     ).all()
-    reviewers = (
-        {
-            u.id: u
-            for u in session.scalars(
-                select(User).where(User.id.in_({a.reviewer_id for _, a in rows}))
-            )
-        }
-        if rows
-        else {}
-    )
     by_proposal: dict[int, list[tuple[User, float]]] = {}
     versions = {p.id: p.version for p in proposals}
-    for review, a in rows:
+    for review, a, reviewer in rows:
         if review.version != versions[a.proposal_id]:
             continue
         w = weighted(review, call)
         if w is not None:
-            by_proposal.setdefault(a.proposal_id, []).append((reviewers[a.reviewer_id], w))
+            by_proposal.setdefault(a.proposal_id, []).append((reviewer, w))
     out = []
     for p in proposals:
         scores = by_proposal.get(p.id, [])

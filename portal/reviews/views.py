@@ -10,7 +10,7 @@ routes to ``bp`` from ``review_views.py``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from flask import (
@@ -26,9 +26,10 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import contains_eager, joinedload, selectinload
 
 from portal.auth.models import Role, RoleGrant, User
+from portal.core import hooks
 from portal.core.forms import ActionForm, ConfirmForm
 from portal.core.listing import ListSpec, list_page
 from portal.core.permissions import check, require
@@ -55,11 +56,11 @@ from portal.reviews.models import (
     ReviewerProfile,
 )
 from portal.reviews.permissions import (
-    can_answer_assignment,
+    assignments_to_answer,
     can_manage_reviews,
+    can_see_ranking,
     can_view_assignment,
     is_reviewer,
-    my_assignments,
 )
 from portal.reviews.workflow import ASSIGNMENT_WORKFLOW
 
@@ -77,14 +78,6 @@ POOL = ListSpec(
     sorts={"name": (User.display_name, User.id)},
     placeholder="Name or e-mail",
 )
-
-
-def unconflicted(user: Any, assignments: Iterable[Assignment]) -> list[Assignment]:
-    """``assignments`` without those whose proposal ``user`` has a conflict with that is not
-    waived. ``my_assignments`` cannot filter them in SQL (conflicts depend on affiliations,
-    declarations and other proposals), so every list of a reviewer's assignments passes its rows
-    through this: a list never shows what the assignment page would refuse (404)."""
-    return [a for a in assignments if can_answer_assignment(user, a)]
 
 
 # --- a reviewer's profile and declared conflicts ------------------------------------------------
@@ -356,8 +349,8 @@ def _visible_assignment(assignment_id: int) -> Assignment:
         Assignment,
         assignment_id,
         None,
-        selectinload(Assignment.proposal).selectinload(Proposal.call),
-        selectinload(Assignment.reviewer),
+        joinedload(Assignment.proposal).joinedload(Proposal.call),
+        joinedload(Assignment.reviewer),
     )
     if not can_view_assignment(current_user, assignment):
         abort(404)
@@ -484,12 +477,11 @@ def register_ui(app: Flask) -> None:
         if not is_reviewer(user):
             return None
         rows = db.session.scalars(
-            my_assignments(user)
-            .options(selectinload(Assignment.proposal).selectinload(Proposal.call))
+            assignments_to_answer(user)
+            .options(contains_eager(Assignment.proposal).joinedload(Proposal.call))
             .order_by(Assignment.due_at, Assignment.id)
             .limit(20)
         ).all()
-        rows = unconflicted(user, rows)
         return {
             "invited": [a for a in rows if a.state == AssignmentState.INVITED],
             "accepted": [a for a in rows if a.state == AssignmentState.ACCEPTED],
@@ -506,3 +498,11 @@ def register_ui(app: Flask) -> None:
     navigation.register_panel(
         Panel("needs_reviewers", "reviews/panels/needs_reviewers.html", needs_reviewers, 30)
     )
+    hooks.register_section(
+        Call, hooks.Section("ranking", "reviews/_call_section.html", _ranking_section)
+    )
+
+
+def _ranking_section(call: Call, user: Any) -> dict[str, Any] | None:
+    """The call page's link to its ranking, for those who may see it."""
+    return {"call": call} if can_see_ranking(user, call) else None

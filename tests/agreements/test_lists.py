@@ -29,7 +29,8 @@ FEW, MANY = 3, 30
 
 def _contribution(db: Session, pi: User, inst: Institution, signed: int) -> None:
     """A project contribution agreement of ``pi``'s active project at ``inst``, its first
-    ``signed`` parties signed (0: waiting on the PI; 1: on the institution's signing official)."""
+    ``signed`` parties signed (0: waiting on the PI; 1: on the institution's signing official;
+    2: on the lab's countersignature)."""
     proposal = make_proposal(db, pi=pi, institution=inst, state=ProposalState.ACTIVE)
     make_agreement(db, kind=AgreementKind.CONTRIBUTION, proposal=proposal, signed=signed)
 
@@ -44,9 +45,11 @@ def _contribution(db: Session, pi: User, inst: Institution, signed: int) -> None
         ("researcher", "/agreements/"),
         ("official", "/agreements/to-sign"),
         ("researcher", "/agreements/to-sign"),
+        ("officer", "/agreements/to-sign"),
         ("officer", "/agreements/templates"),
         ("official", "/dashboard"),
         ("researcher", "/dashboard"),
+        ("officer", "/dashboard"),
     ],
 )
 def test_list_pages_run_a_fixed_number_of_queries(
@@ -70,8 +73,9 @@ def test_list_pages_run_a_fixed_number_of_queries(
             if url.startswith("/agreements/templates"):
                 make_agreement_template(db)
             else:
-                # Waiting on the PI, then on the official: both lists of "to sign" fill up.
-                _contribution(db, pi, inst, signed=i % 2)
+                # Waiting on the PI, on the official, then on the lab (a program officer): every
+                # list of "to sign" fills up.
+                _contribution(db, pi, inst, signed=i % 3)
 
     add(FEW)
     first = client.get(url)

@@ -6,6 +6,7 @@ re-reported job charges only the difference, also when two imports run at the sa
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,7 +16,7 @@ from flask import Flask
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from portal.allocations import usage
+from portal.allocations import services, usage
 from portal.allocations.models import SECONDS_PER_HOUR, Allocation, AllocationState, UsageRecord
 from portal.allocations.usage import ImportReport, Job, Malformed, parse_sacct, record_usage
 from portal.allocations.workflow import ALLOCATION_WORKFLOW
@@ -417,6 +418,130 @@ def test_an_import_charges_once_per_allocation_and_batch_in_a_fixed_number_of_st
     updates = count_queries(lambda: record_usage(db, jobs_of(lines)))
     assert updates <= small
     assert used(db, a) == 4 * 505 + 4 * 250
+
+
+def test_an_import_over_many_allocations_sends_as_many_statements_as_over_one(
+    db: Session, count_queries: Callable[[Callable[[], object]], int]
+) -> None:
+    """A batch holds the jobs of every allocation: one read of their records, one insert and one
+    charge of all the allocations, whatever their number."""
+    one = [make_allocation(db)]
+    five = [make_allocation(db) for _ in range(5)]
+
+    def import_(allocations: list[Allocation], prefix: str) -> Callable[[], object]:
+        lines = sacct(*(row(f"{prefix}{i}", a, elapsed=1) for i, a in enumerate(allocations * 3)))
+        return lambda: record_usage(db, jobs_of(lines))
+
+    assert count_queries(import_(one, "one")) == count_queries(import_(five, "five"))
+    assert [used(db, a) for a in one + five] == [4 * 3] * 6
+
+
+def test_charging_many_allocations_uses_up_only_the_active_ones_reaching_their_hours(
+    db: Session,
+) -> None:
+    full = make_allocation(db, hours=10)
+    room = make_allocation(db, hours=10)
+    pending = make_allocation(db, hours=10, usable=False)
+
+    used_up = services.charge_many(
+        db, {room.id: 9 * SECONDS_PER_HOUR, full.id: 10 * SECONDS_PER_HOUR, pending.id: 36_000}
+    )
+
+    assert used_up == [full]
+    assert (full.state, room.state, pending.state) == (
+        AllocationState.EXHAUSTED,
+        AllocationState.ACTIVE,
+        AllocationState.PENDING,
+    )
+    # the session's objects show the new usage without being refreshed by hand
+    assert (full.used_gpu_seconds, room.used_gpu_seconds, pending.used_gpu_seconds) == (
+        10 * SECONDS_PER_HOUR,
+        9 * SECONDS_PER_HOUR,
+        36_000,
+    )
+    pi = full.proposal.pi
+    assert pi is not None
+    assert [m.recipient_id for m in outbox(db, "allocations/stopped")] == [pi.id]
+    # giving back (a job re-reported shorter) and nothing at all use nothing up
+    assert services.charge_many(db, {room.id: -SECONDS_PER_HOUR, pending.id: 0}) == []
+    assert (used(db, room), used(db, pending)) == (8 * SECONDS_PER_HOUR, 36_000)
+
+
+def test_times_are_kept_in_utc_and_the_same_instant_reported_again_is_unchanged(
+    db: Session,
+) -> None:
+    a = make_allocation(db)
+    paris = dt.timezone(dt.timedelta(hours=1))
+    start = dt.datetime(2026, 11, 1, 11, tzinfo=paris)  # 10:00 UTC
+    record_usage(db, [Job(a.cluster, "1", a.account, 2, 600, start, None, "RUNNING")])
+    record = db.scalars(select(UsageRecord).where(UsageRecord.job_id == "1")).one()
+    assert record.started_at == dt.datetime(2026, 11, 1, 10, tzinfo=dt.UTC)
+    assert record.started_at.utcoffset() == dt.timedelta(0)
+
+    in_utc = start.astimezone(dt.UTC)
+    again = record_usage(db, [Job(a.cluster, "1", a.account, 2, 600, in_utc, None, "RUNNING")])
+    assert (again.unchanged, again.updated) == (1, 0)
+
+    end = dt.datetime(2026, 11, 1, 10, 10, tzinfo=dt.UTC)
+    ended = record_usage(db, [Job(a.cluster, "1", a.account, 2, 600, in_utc, end, "COMPLETED")])
+    assert (ended.unchanged, ended.updated, ended.gpu_seconds) == (0, 1, 0)
+    db.refresh(record)
+    assert (record.ended_at, record.job_state) == (end, "COMPLETED")
+
+
+def test_what_the_reader_and_the_import_remember_never_changes_what_they_read(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TRES values and times remembered are forgotten when there are too many: read again,
+    never mixed up."""
+    monkeypatch.setattr(usage, "REMEMBERED", 2)
+    a = make_allocation(db)
+    lines = sacct(
+        *(
+            row(
+                str(i),
+                a,
+                gpus=1 + i % 3,
+                elapsed=60,
+                start=f"2026-11-01T10:0{i}:00",
+                end=f"2026-11-01T10:0{i}:30" if i % 2 else "Unknown",
+            )
+            for i in range(8)
+        )
+    )
+    jobs = jobs_of(lines)
+    assert [j.gpus for j in jobs] == [1 + i % 3 for i in range(8)]
+    assert [j.started_at for j in jobs] == [
+        dt.datetime(2026, 11, 1, 10, i, tzinfo=dt.UTC) for i in range(8)
+    ]
+    assert [j.ended_at is None for j in jobs] == [i % 2 == 0 for i in range(8)]
+
+    first = record_usage(db, jobs)
+    again = record_usage(db, jobs_of(lines))
+
+    assert (first.new, again.unchanged, again.updated) == (8, 8, 0)
+    assert db.scalars(
+        select(UsageRecord.started_at)
+        .where(UsageRecord.allocation_id == a.id)
+        .order_by(UsageRecord.started_at)
+    ).all() == [j.started_at for j in jobs]
+
+
+def test_the_cycle_collector_is_paused_during_a_bulk_step_and_as_it_was_after() -> None:
+    assert gc.isenabled()
+    with usage.collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), usage.collector_paused():
+        raise RuntimeError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with usage.collector_paused():
+            pass
+        assert not gc.isenabled()  # whoever turned it off keeps it off
+    finally:
+        gc.enable()
 
 
 # --- Two imports at the same moment -------------------------------------------------------------

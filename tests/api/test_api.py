@@ -30,6 +30,7 @@ from portal.auth.models import Role
 from portal.core.audit import AuditEvent
 from portal.core.models import utcnow
 from portal.extensions import db as _db
+from portal.proposals.models import Resource
 from tests.api.conftest import bearer, make_token
 from tests.factories import make_call, make_user
 from tests.support.app import TEST_CONFIG, login
@@ -307,6 +308,26 @@ def test_a_push_records_what_the_same_file_imported_records_and_twice_charges_on
     assert db.scalars(select(AuditEvent).where(AuditEvent.action == "usage.import")).all()
 
 
+def test_a_token_of_every_resource_moves_a_job_between_its_own_allocations(
+    client: FlaskClient, db: Session, allocate: Allocate
+) -> None:
+    """Slurm lets an administrator change a job's account: pushed again under the other account
+    of the same cluster, its usage moves, when the token covers both allocations."""
+    first, second = allocate(), allocate()
+    db.execute(update(Allocation).where(Allocation.id == second.id).values(cluster=first.cluster))
+    db.commit()
+    _, secret = make_token(db, *db.scalars(select(Resource).order_by(Resource.id)))
+    pushed = client.post("/api/v1/usage", json=[job(first, "5")], headers=bearer(secret))
+    assert pushed.get_json()["new"] == 1
+    moved = client.post(
+        "/api/v1/usage", json=[job((first.cluster, second.account), "5")], headers=bearer(secret)
+    ).get_json()
+    assert (moved["refused"], moved["updated"], moved["gpu_seconds"]) == ([], 1, 0)
+    db.refresh(first)
+    db.refresh(second)
+    assert (first.used_gpu_seconds, second.used_gpu_seconds) == (0, 4 * 3600)
+
+
 def test_too_many_jobs_or_bad_ones_are_422_and_bad_json_400(
     client: FlaskClient, db: Session, allocate: Allocate
 ) -> None:
@@ -335,6 +356,42 @@ def test_other_errors_under_api_are_problems_too(client: FlaskClient, db: Sessio
 
 
 # --- a fixed number of queries ------------------------------------------------------------------
+
+
+def test_the_pages_follow_the_ids_across_the_tokens_resources(
+    client: FlaskClient, db: Session, allocate: Allocate
+) -> None:
+    """A token of two resources pages through both together in id order, the state filter
+    applied before a page is cut; a third resource's allocations never come."""
+    calls = [make_call(db, budget_hours=1_000_000, max_request_hours=10_000) for _ in range(3)]
+    made = [allocate(call=calls[i % 3], usable=i % 4 != 1) for i in range(10)]
+    covered = {made[0].resource_id, made[1].resource_id}
+    _, secret = make_token(db, made[0].resource, made[1].resource)
+
+    def pages(query: str) -> list[list[int]]:
+        seen: list[list[int]] = []
+        after = 0
+        while True:
+            url = f"/api/v1/allocations?limit=2&after={after}{query}"
+            body = client.get(url, headers=bearer(secret)).get_json()
+            seen.append([i["id"] for i in body["items"]])
+            if body["next_after"] is None:
+                return seen
+            after = body["next_after"]
+
+    def cut(ids: list[int]) -> list[list[int]]:
+        return [ids[i : i + 2] for i in range(0, len(ids), 2)] or [[]]
+
+    mine = sorted(a.id for a in made if a.resource_id in covered)
+    active = sorted(
+        a.id for a in made if a.resource_id in covered and a.state == AllocationState.ACTIVE
+    )
+    assert len(mine) == 7 and 0 < len(active) < len(mine)
+    assert pages("") == cut(mine)
+    assert pages("&state=active") == cut(active)
+    assert pages(f"&resource={made[1].resource_id}") == cut(
+        sorted(a.id for a in made if a.resource_id == made[1].resource_id)
+    )
 
 
 def test_the_allocations_list_runs_a_fixed_number_of_queries(
@@ -382,6 +439,32 @@ def test_the_allocations_list_runs_a_fixed_number_of_queries(
         previous = renewal
     db.commit()
     assert page(200) == small
+
+
+@pytest.mark.parametrize("every_resource", [True, False])
+def test_a_push_runs_a_fixed_number_of_queries(
+    client: FlaskClient,
+    db: Session,
+    allocate: Allocate,
+    count_queries: Callable[[Callable[[], object]], int],
+    every_resource: bool,
+) -> None:
+    """Whatever the number of jobs: with a token of one resource among others too (which reads
+    whether the jobs were recorded on another resource's allocation)."""
+    mine, theirs = allocate(), allocate()
+    resources = db.scalars(select(Resource).order_by(Resource.id)).all()
+    _, secret = make_token(db, *(resources if every_resource else [mine.resource]))
+    others = [job(theirs, "0")]
+
+    def push(first: int, n: int) -> Callable[[], object]:
+        jobs = [job(mine, str(i), elapsed=60) for i in range(first, first + n)] + others
+        return lambda: client.post("/api/v1/usage", json=jobs, headers=bearer(secret))
+
+    push(0, 1)()  # the token's first use is recorded (once a minute): not counted here
+    few, many = count_queries(push(100, 3)), count_queries(push(1000, 300))
+    assert few == many
+    db.refresh(mine)
+    assert mine.used_gpu_seconds == (1 + 3 + 300) * 4 * 60
 
 
 # --- the OpenAPI document -----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask, abort
@@ -135,3 +136,22 @@ def test_client_ip_comes_from_the_trusted_proxy_only_when_configured(tmp_path: P
         with app.app_context():
             ev = _db.session.scalars(_db.select(AuditEvent).order_by(AuditEvent.id.desc())).first()
             assert ev is not None and ev.action == "permission.denied" and ev.ip == expected
+
+
+@pytest.mark.once
+def test_the_statement_count_header_is_sent_only_when_configured(
+    app: Flask,
+    client: FlaskClient,
+    db: Session,
+    count_queries: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    login(client, make_user(db, Role.PROGRAM_OFFICER))
+    assert "X-SQL-Statements" not in client.get("/dashboard").headers
+    monkeypatch.setitem(app.config, "SQL_COUNT_HEADER", True)
+    sent: list[str] = []
+    counted = count_queries(
+        lambda: sent.append(client.get("/dashboard").headers["X-SQL-Statements"])
+    )
+    # All but the end of the request's transaction, which comes after its response is made.
+    assert int(sent[0]) == counted - 1

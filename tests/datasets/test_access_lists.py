@@ -6,6 +6,7 @@ researcher."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from flask import Flask
@@ -119,3 +120,49 @@ def test_access_lists_run_a_fixed_number_of_queries(
     login(client, officer)
     csv = client.get("/datasets/requests?format=csv").get_data(as_text=True)
     assert len(csv.strip().splitlines()) > MANY
+
+
+def test_the_lists_search_datasets_and_people_and_sort_by_dataset(
+    app: Flask, client: FlaskClient, db: Session
+) -> None:
+    """The search looks in the dataset's name and the person's (any case); the access list sorts
+    by when access ends (the default), by dataset name, or newest first; the requests list by
+    when they were sent."""
+    officer = make_user(db, Role.PROGRAM_OFFICER)
+    zebra = make_dataset(db, name="Zebra sightings")
+    aardvark = make_dataset(db, name="Aardvark burrows")
+    alice = make_user(db, Role.RESEARCHER, display_name="Alice Quillfeather")
+    bob = make_user(db, Role.RESEARCHER, display_name="Bob Stone")
+    with app.app_context():
+        alices_zebra = make_grant(db, dataset=zebra, user=alice, days=30)
+        bobs_aardvark = make_grant(db, dataset=aardvark, user=bob, days=20)
+        bobs_zebra = make_grant(db, dataset=zebra, user=bob, days=10)
+        asked = make_access_request(db, dataset=aardvark, user=alice)
+        db.flush()
+    login(client, officer)
+
+    def ids(url: str) -> list[int]:
+        resp = client.get(url)
+        assert resp.status_code == 200, url
+        kind = "access" if url.startswith("/datasets/access") else "requests"
+        found = re.findall(rf'href="/datasets/{kind}/(\d+)"', resp.get_data(as_text=True))
+        return [int(i) for i in found]
+
+    assert ids("/datasets/access") == [bobs_zebra.id, bobs_aardvark.id, alices_zebra.id]
+    assert ids("/datasets/access?sort=dataset") == [
+        bobs_aardvark.id,
+        *sorted([alices_zebra.id, bobs_zebra.id]),
+    ]
+    assert ids("/datasets/access?sort=newest") == sorted(
+        [alices_zebra.id, bobs_aardvark.id, bobs_zebra.id], reverse=True
+    )
+    assert ids("/datasets/access?q=AARDVARK") == [bobs_aardvark.id]
+    assert ids("/datasets/access?q=quill") == [alices_zebra.id]
+    assert ids("/datasets/access?q=nobody") == []
+
+    by_grant = {g.id: g.requests[0].id for g in (alices_zebra, bobs_aardvark, bobs_zebra)}
+    assert ids("/datasets/requests?q=quill") == [asked.id, by_grant[alices_zebra.id]]
+    assert ids("/datasets/requests?q=aardvark&sort=oldest") == [
+        by_grant[bobs_aardvark.id],
+        asked.id,
+    ]

@@ -80,7 +80,7 @@ def test_licence_lists_are_spdx_ids() -> None:
     assert "CC-BY-4.0" not in OSI_APPROVED
 
 
-def test_scores_per_project_and_institution_in_two_queries(
+def test_scores_per_project_and_institution_in_one_query(
     db: Session, count_queries: Callable[[Callable[[], object]], int]
 ) -> None:
     one = make_project(db, planned=[OutputKind.WEIGHTS, OutputKind.CODE])
@@ -100,5 +100,5 @@ def test_scores_per_project_and_institution_in_two_queries(
     assert by_institution[empty.institution_id] == Score(planned=1)
     assert openness_for_projects(db, []) == {}
     ids, institution_id = [one.id, empty.id], one.institution_id
-    assert count_queries(lambda: openness_for_projects(db, ids)) == 2
-    assert count_queries(lambda: openness_for_institutions(db, [institution_id])) == 2
+    assert count_queries(lambda: openness_for_projects(db, ids)) == 1
+    assert count_queries(lambda: openness_for_institutions(db, [institution_id])) == 1

@@ -241,4 +241,4 @@ def test_the_reports_list_runs_a_fixed_number_of_queries(
 
 
 #: SQL statements per page, whatever the number of rows.
-EXPECTED_QUERIES = {"outputs": 14, "reports": 9}
+EXPECTED_QUERIES = {"outputs": 10, "reports": 6}

@@ -1,10 +1,11 @@
 """The reviewer's list of assignments against the rule of the assignment page.
 
-``my_assignments`` (the queue's query) cannot see conflicts of interest — they come from
-affiliations, declarations and other proposals — so it lists assignments whose proposal the
-reviewer now has an unwaived conflict with, which ``can_answer_assignment`` (the page) refuses.
-That is the documented disagreement, exactly those rows; every list of a reviewer's assignments
-filters them with ``views.unconflicted`` (tested here on the dashboard card)."""
+``my_assignments`` (every open assignment of the reviewer) does not look at conflicts of
+interest — they come from affiliations, declarations and other proposals — so it lists
+assignments whose proposal the reviewer now has an unwaived conflict with, which
+``can_answer_assignment`` (the page) refuses. That is the documented disagreement, exactly those
+rows. The lists (the queue, the dashboard card) filter with ``assignments_to_answer``, which
+asks the conflict rule in SQL and agrees with the page everywhere."""
 
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ from portal.proposals.models import ProposalState
 from portal.reviews.models import Assignment, AssignmentState, ConflictWaiver, DeclaredConflict
 from portal.reviews.permissions import (
     assigners,
+    assignments_to_answer,
     can_answer_assignment,
     can_manage_reviews,
     my_assignments,
 )
-from portal.reviews.views import unconflicted
 from tests.factories import (
     ROLE_NAMES,
     make_actor,
@@ -85,11 +86,19 @@ def test_the_queue_query_and_the_rule_disagree_exactly_on_unwaived_conflicts(db:
     found = disagreements(db, my_assignments, open_and_answerable, users, assignments)
     assert len(found) == len(conflicted) == 2
     assert all("sees" in f and "the rule says False" in f for f in found)
-    for user in users:
-        listed = db.scalars(my_assignments(user)).all()
-        shown = unconflicted(user, listed)
-        assert set(shown) == {a for a in listed if open_and_answerable(user, a)}
-        assert not set(shown) & conflicted
+
+
+def test_the_lists_filter_agrees_with_the_rule(db: Session) -> None:
+    users, assignments, conflicted = _world(db)
+
+    def open_and_answerable(user: User, a: Assignment) -> bool:
+        return a.state in (AssignmentState.INVITED, AssignmentState.ACCEPTED) and (
+            can_answer_assignment(user, a)
+        )
+
+    assert disagreements(db, assignments_to_answer, open_and_answerable, users, assignments) == []
+    listed = {a for u in users for a in db.scalars(assignments_to_answer(u))}
+    assert listed and not listed & conflicted
 
 
 def test_decline_mails_go_to_exactly_those_who_may_assign(db: Session) -> None:

@@ -102,3 +102,16 @@ def test_review_pages_run_a_fixed_number_of_queries(
     many = count_queries(lambda: client.get(path))
     print(f"{path}: {few} queries at {FEW} proposals, {many} at {MANY}")
     assert many == few
+
+
+@pytest.mark.once
+def test_the_call_page_links_to_its_ranking_for_those_who_may_see_it(
+    client: FlaskClient, db: Session
+) -> None:
+    call = make_call(db)
+    link = f'href="/reviews/calls/{call.id}/ranking"'
+    login(client, make_user(db, Role.PROGRAM_OFFICER))
+    assert link in client.get(f"/calls/{call.id}").get_data(as_text=True)
+    login(client, make_user(db, Role.RESEARCHER))
+    page = client.get(f"/calls/{call.id}")
+    assert page.status_code == 200 and link not in page.get_data(as_text=True)

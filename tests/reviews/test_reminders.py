@@ -58,5 +58,7 @@ def test_reviews_due_soon_or_overdue_are_reminded_once_a_day(db: Session) -> Non
     assert sorted(_due_mails(db)) == sorted(
         [(soon.reviewer.email or "", "False"), (late.reviewer.email or "", "True")]
     )
-    assert run_reminders(db, now=now + dt.timedelta(hours=1), rules=rules) == {"reviews.due": 0}
+    # Later the same day (not an hour later, which is tomorrow after 23:00): nothing again.
+    end_of_day = now.replace(hour=23, minute=59, second=59, microsecond=999999)
+    assert run_reminders(db, now=end_of_day, rules=rules) == {"reviews.due": 0}
     assert run_reminders(db, now=now + dt.timedelta(days=1), rules=rules) == {"reviews.due": 2}

@@ -4,21 +4,23 @@ never reaches an assignment that is not theirs or that a conflict keeps them fro
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 import pytest
 from flask import Flask
 from flask.ctx import AppContext
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.auth.models import Role
+from portal.core.models import utcnow
 from portal.institutions.models import AffiliationState
-from portal.proposals.models import ProposalState
-from portal.reviews.conflicts import blocking_conflicts
+from portal.proposals.models import Proposal, ProposalState
+from portal.reviews.conflicts import blocked, blocking_conflicts
 from portal.reviews.models import ConflictWaiver, DeclaredConflict, ReviewState
 from portal.reviews.permissions import conflict_settings
-from portal.reviews.review_views import blocked_proposal_ids
 from tests.factories import make_affiliation, make_call, make_proposal, make_user
 from tests.reviews.review_kit import TO_APPLICANT, in_review, mails, write_review
 from tests.support.app import login
@@ -212,11 +214,13 @@ def test_the_queue_shows_due_dates_and_review_states(
     assert "Draft" in client.get("/reviews/").get_data(as_text=True)
 
 
+@pytest.mark.parametrize("own_proposal_conflicts", [True, False])
 def test_the_queue_filter_agrees_with_the_conflict_rule(
-    ctx: Callable[[], AppContext], db: Session
+    ctx: Callable[[], AppContext], db: Session, own_proposal_conflicts: bool
 ) -> None:
-    """``blocked_proposal_ids`` (many proposals at once) says what ``blocking_conflicts`` says
-    (one at a time), over each kind of conflict and a waiver."""
+    """``blocked`` (the conflict rule in SQL, which the lists filter with) says what
+    ``blocking_conflicts`` says (one at a time), over each kind of conflict, affiliations that
+    ended recently or long ago, and waivers."""
     reviewer = make_user(db, Role.REVIEWER, Role.RESEARCHER)
     own_inst = reviewer.affiliations[0].institution
     call = make_call(db)
@@ -237,6 +241,24 @@ def test_the_queue_filter_agrees_with_the_conflict_rule(
     same_call = make_proposal(db, call=call, state=ProposalState.SUBMITTED)
     waived = make_proposal(db, state=ProposalState.SUBMITTED, institution=own_inst)
     db.add(ConflictWaiver(proposal_id=waived.id, reviewer_id=reviewer.id, reason="Different lab"))
+    own_waived = make_proposal(db, pi=reviewer, state=ProposalState.SUBMITTED)
+    db.add(ConflictWaiver(proposal_id=own_waived.id, reviewer_id=reviewer.id, reason="Never"))
+    # A team member who left the reviewer's institution lately, and one who left long ago.
+    left_lately, left_long_ago = (make_proposal(db, state=ProposalState.SUBMITTED) for _ in "ab")
+    for proposal, years in ((left_lately, 1), (left_long_ago, 10)):
+        make_affiliation(
+            db,
+            user=proposal.pi,
+            institution=own_inst,
+            state=AffiliationState.ENDED,
+            updated_at=utcnow() - dt.timedelta(days=365 * years),
+        )
+    # A declared institution where a team member (not the proposal) is.
+    declared_member_inst = make_proposal(db, state=ProposalState.SUBMITTED)
+    elsewhere = make_affiliation(
+        db, user=declared_member_inst.pi, state=AffiliationState.ACTIVE
+    ).institution
+    db.add(DeclaredConflict(reviewer_id=reviewer.id, institution_id=elsewhere.id))
     db.flush()
     every = [
         plain,
@@ -247,8 +269,21 @@ def test_the_queue_filter_agrees_with_the_conflict_rule(
         own,
         same_call,
         waived,
+        own_waived,
+        left_lately,
+        left_long_ago,
+        declared_member_inst,
     ]
     with ctx():
-        expected = {p.id for p in every if blocking_conflicts(reviewer, p, **conflict_settings())}
-        assert blocked_proposal_ids(reviewer, [p.id for p in every]) == expected
-    assert expected == {p.id for p in every} - {plain.id, waived.id}
+        settings = {**conflict_settings(), "own_proposal_conflicts": own_proposal_conflicts}
+        expected = {p.id for p in every if blocking_conflicts(reviewer, p, **settings)}
+        in_sql = db.scalars(
+            select(Proposal.id).where(
+                Proposal.id.in_([p.id for p in every]), blocked(reviewer.id, **settings)
+            )
+        )
+        assert set(in_sql) == expected
+    not_blocked = {plain.id, waived.id, left_long_ago.id}
+    if not own_proposal_conflicts:
+        not_blocked |= {same_call.id}
+    assert expected == {p.id for p in every} - not_blocked
