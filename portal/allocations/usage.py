@@ -461,8 +461,9 @@ _UPDATE = (
 )
 
 
-#: The columns an insert of new records sets, in the order ``_insert_records`` takes them.
-_NEW_COLUMNS = (
+#: The columns an insert of new records sets, in the order ``_insert_records`` takes them (the
+#: benchmark generator writes its records in the same order).
+RECORD_COLUMNS = (
     "allocation_id",
     "cluster",
     "job_id",
@@ -481,13 +482,13 @@ def _compiled_insert(
     dialect: Dialect,
 ) -> tuple[str, list[int] | None, list[tuple[int, Callable[[Any], Any]]]]:
     """``_INSERT`` compiled for ``dialect``: its SQL, where each of the driver's positional
-    parameters comes from in a row of ``_NEW_COLUMNS`` (None: the driver takes them by name), and
+    parameters comes from in a row of ``RECORD_COLUMNS`` (None: the driver takes them by name), and
     which values are converted for the database (their column types' bind processors)."""
     compiled = _INSERT.compile(
-        dialect=dialect, column_keys=list(_NEW_COLUMNS), for_executemany=True
+        dialect=dialect, column_keys=list(RECORD_COLUMNS), for_executemany=True
     )
     assert isinstance(compiled, SQLCompiler)
-    where = {key: i for i, key in enumerate(_NEW_COLUMNS)}
+    where = {key: i for i, key in enumerate(RECORD_COLUMNS)}
     order = [where[key] for key in compiled.positiontup or ()] if compiled.positional else None
     converted: list[tuple[int, Callable[[Any], Any]]] = []
     for key, i in where.items():
@@ -498,7 +499,7 @@ def _compiled_insert(
 
 
 def _insert_records(session: AnySession, rows: list[list[Any]]) -> None:
-    """Insert new records (each a list of values in ``_NEW_COLUMNS``' order) with one
+    """Insert new records (each a list of values in ``RECORD_COLUMNS``' order) with one
     ``executemany`` of the compiled ``_INSERT``: the values converted as SQLAlchemy converts them,
     without its parameter dictionary per row (an import inserts tens of thousands)."""
     connection = session.connection()
@@ -508,7 +509,7 @@ def _insert_records(session: AnySession, rows: list[list[Any]]) -> None:
             row[i] = process(row[i])
     params: list[Any]
     if order is None:
-        params = [dict(zip(_NEW_COLUMNS, row, strict=True)) for row in rows]
+        params = [dict(zip(RECORD_COLUMNS, row, strict=True)) for row in rows]
     elif order == sorted(order):  # the driver's order is the rows' (SQLite's)
         params = [tuple(row) for row in rows]
     else:

@@ -56,6 +56,7 @@ from portal.allocations.models import (
     FollowUpState,
     UsageRecord,
 )
+from portal.allocations.usage import RECORD_COLUMNS
 from portal.core.audit import AuditEvent
 from portal.core.dates import add_months
 from portal.dev.datagen import BATCH, YEARS, Context, batched
@@ -881,22 +882,6 @@ def aim_usage(ctx: Context, plans: list[_Plan], stopped: dict[int, dt.datetime])
         p.records += n
 
 
-#: The columns the usage records are written with, in the order of ``usage_rows``' tuples (the
-#: id is the database's).
-USAGE_COLUMNS = (
-    "allocation_id",
-    "cluster",
-    "job_id",
-    "account",
-    "gpus",
-    "elapsed_seconds",
-    "started_at",
-    "ended_at",
-    "job_state",
-    "imported_at",
-)
-
-
 class _Clock:
     """Epoch seconds as the database driver takes a time, made fast: a day's value plus a
     time-of-day's value, both cached. On SQLite, text as SQLAlchemy stores it (UTC,
@@ -931,7 +916,7 @@ def usage_rows(
     used: dict[int, int],
     imports: dict[tuple[str, int], list[int]],
 ) -> Iterator[tuple[Any, ...]]:
-    """Each allocation's jobs as the usage import records them (``USAGE_COLUMNS``), in allocation
+    """Each allocation's jobs as the usage import records them (``RECORD_COLUMNS``), in allocation
     and time order (so that the indexes grow at their ends), adding each job's GPU-seconds to
     ``used``, and [jobs, GPU-seconds] to ``imports`` by (cluster, day of the import). Job ids are
     ``dg-`` and a ten-digit number from ``first_job``, unique on every cluster. Each job is
@@ -1001,7 +986,7 @@ def insert_usage(ctx: Context, rows: Iterator[tuple[Any, ...]]) -> int:
     Python and would double the time of two million rows: on SQLite the driver's executemany, a
     batch at a time; on PostgreSQL a ``COPY`` (its executemany sends a statement a row)."""
     connection = ctx.session.connection()
-    table, columns = UsageRecord.__tablename__, ", ".join(USAGE_COLUMNS)
+    table, columns = UsageRecord.__tablename__, ", ".join(RECORD_COLUMNS)
     made = 0
     if connection.dialect.name == "postgresql":
         driver: Any = connection.connection.dbapi_connection
@@ -1014,7 +999,7 @@ def insert_usage(ctx: Context, rows: Iterator[tuple[Any, ...]]) -> int:
         return made
     if connection.dialect.paramstyle != "qmark":
         raise RuntimeError(f"no bulk usage insert for {connection.dialect.name}")
-    marks = ", ".join("?" * len(USAGE_COLUMNS))
+    marks = ", ".join("?" * len(RECORD_COLUMNS))
     sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"  # noqa: S608 - constants
     for batch in batched(rows, BATCH):
         connection.exec_driver_sql(sql, list(batch))
