@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+
+
+def asset_folder(name: str) -> Path:
+    """Where ``templates`` or ``static`` are: inside the package when it is installed from a wheel
+    (the build copies them there, see setup.py), else at the top of the checkout."""
+    packaged = PACKAGE / name
+    return packaged if packaged.is_dir() else PACKAGE.parent / name
+
+
+def instance_folder() -> Path:
+    """The instance folder (local configuration, the SQLite file, uploads): ``PORTAL_INSTANCE_PATH``,
+    or ``instance`` in the working directory; never inside the installed package."""
+    return Path(os.environ.get("PORTAL_INSTANCE_PATH") or "instance").resolve()
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -22,10 +36,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app = Flask(
         __name__,
-        instance_path=str(ROOT / "instance"),
+        instance_path=str(instance_folder()),
         instance_relative_config=True,
-        template_folder=str(ROOT / "templates"),
-        static_folder=str(ROOT / "static"),
+        template_folder=str(asset_folder("templates")),
+        static_folder=str(asset_folder("static")),
     )
     load_config(app, config)
     if app.config["TRUSTED_PROXIES"]:
@@ -42,7 +56,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     extensions.migrate.init_app(
         app,
         extensions.db,
-        directory=str(Path(__file__).parent / "migrations"),
+        directory=str(PACKAGE / "migrations"),
         render_as_batch=True,
     )
     extensions.csrf.init_app(app)
@@ -71,6 +85,7 @@ DOMAINS = (
     "portal.console",
     "portal.public",
     "portal.api",
+    "portal.ops",
     "portal.dev",
 )
 

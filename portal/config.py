@@ -100,6 +100,9 @@ DEFAULTS: dict[str, Any] = {
     # Add an X-SQL-Statements header (the request's SQL statement count) to every response; for
     # `make bench`, which reads it over HTTP. Leave off in production.
     "SQL_COUNT_HEADER": False,
+    # One log line per request on standard error: "json" (one object per line), "text" or "none"
+    # (logging left as it is). Unset: json in production, text in development, none in tests.
+    "LOG_FORMAT": None,
     # --- Institutions (portal/institutions) ---
     # Nameservers asked when checking a domain's TXT record ("Check DNS now"), e.g.
     # ["9.9.9.9", "[2620:fe::fe]:53", "10.0.0.2:5353"]; empty: the system's resolvers.
@@ -178,6 +181,8 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
         app.config["PREFERRED_URL_SCHEME"] = "http"
         if not app.config["SECRET_KEY"]:
             app.config["SECRET_KEY"] = DEV_SECRET_KEY
+    if app.config["LOG_FORMAT"] is None:
+        app.config["LOG_FORMAT"] = {"production": "json", "development": "text"}.get(env, "none")
     _check_secret_key(app.config["SECRET_KEY"], env)
     if env == "production" and (app.debug or app.config.get("DEBUG")):
         raise ConfigError(

@@ -14,7 +14,7 @@ from portal import create_app
 from portal.extensions import db as _db
 from tests.databases import IN_CI, temporary_database
 from tests.notifications.smtp import no_unexpected_smtp  # noqa: F401 - autouse: no stray SMTP
-from tests.support.app import TEST_CONFIG, sessions_on
+from tests.support.app import TEST_CONFIG, create_schema, sessions_on
 from tests.support.journey import portal, smtp  # noqa: F401 - module fixtures of the journeys
 from tests.support.live import LIVE_DATABASES, live_app
 
@@ -32,7 +32,7 @@ def database_url(
 def app(database_url: str) -> Iterator[Flask]:
     app = create_app({**TEST_CONFIG, "DATABASE_URL": database_url})
     with app.app_context():
-        _db.create_all()
+        create_schema()
     yield app
     with app.app_context():
         _db.engine.dispose()

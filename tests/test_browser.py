@@ -14,7 +14,7 @@ from portal.auth.models import User
 from portal.dev.demo import load_if_empty
 from portal.extensions import db
 from tests.browser import chromium, serve
-from tests.support.app import TEST_CONFIG
+from tests.support.app import TEST_CONFIG, create_schema
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -25,7 +25,7 @@ def demo_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
     path = tmp_path_factory.mktemp("live") / "live.sqlite3"
     app = create_app({**TEST_CONFIG, "DATABASE_URL": f"sqlite:///{path}", "SERVER_NAME": None})
     with app.app_context():
-        db.create_all()
+        create_schema()
         load_if_empty()
     return app
 

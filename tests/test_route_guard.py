@@ -20,7 +20,8 @@ from tests.support.app import login
 #: Routes that anonymous visitors may load, and why.
 PUBLIC = {
     "core.index",  # the start page
-    "core.healthz",  # load-balancer health check, says only "ok"
+    "ops.healthz",  # load-balancer liveness check, says only "ok"
+    "ops.readyz",  # readiness: which checks pass, the outbox backlog; no configuration
     "auth.login",  # the login page ("find your institution")
     "admin.jwks",  # the portal's public key, for providers (private_key_jwt)
     "proposals.calls",  # published calls: how researchers discover the program

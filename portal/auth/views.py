@@ -50,6 +50,7 @@ from portal.auth.permissions import (
     can_view_audit_log,
 )
 from portal.auth.sessions import SESSION_TOKEN_KEY, current_token
+from portal.core import signals
 from portal.core.audit import PRUNABLE_ACTION, AuditEvent, RefusalTally
 from portal.core.errors import DomainError, ValidationError
 from portal.core.forms import ConfirmForm
@@ -195,6 +196,11 @@ def _login_failed(provider: IdentityProvider | None, e: DomainError) -> Response
         actor=as_user(current_user),
     )
     db.session.commit()
+    signals.emit(
+        signals.login_finished,
+        outcome=e.reason if isinstance(e, LoginError) else "refused",
+        provider=provider.slug if provider else None,
+    )
     return render_template(
         "auth/login_failed.html", message=str(e), provider=provider
     ), e.status_code
@@ -238,6 +244,7 @@ def callback(slug: str) -> ResponseReturnValue:
     login_user(user)
     session[SESSION_TOKEN_KEY] = token
     session.permanent = True
+    signals.emit(signals.login_finished, outcome="success", provider=provider.slug)
     return redirect(safe_next(login.data.get("next")) or url_for("core.dashboard"))
 
 

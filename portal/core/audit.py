@@ -31,6 +31,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from portal.core.errors import PermissionDeniedError
 from portal.core.models import AnySession, Base, install_after_create, utcnow
+from portal.core.requestlog import current_request_id
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -84,6 +85,8 @@ class AuditEvent(Base):
     object_id: Mapped[int | None]
     ip: Mapped[str | None] = mapped_column(String(45))
     channel: Mapped[str] = mapped_column(String(16), default="web")
+    #: The web or API request that recorded it (its ``X-Request-ID``, also in the request's log line).
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     def __repr__(self) -> str:
@@ -147,6 +150,7 @@ def record(
         object_id=obj.id if obj is not None else None,
         ip=where.ip,
         channel=where.channel,
+        request_id=current_request_id(),
         details=capped(details),
     )
     session.add(ev)

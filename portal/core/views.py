@@ -6,11 +6,9 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from sqlalchemy import select
 
 from portal.core import navigation
 from portal.core.web import login_required
-from portal.extensions import db
 
 bp = Blueprint("core", __name__)
 
@@ -22,12 +20,6 @@ def index() -> ResponseReturnValue:
     return render_template(
         "core/index.html", stats=navigation.stats(), next=request.args.get("next")
     )
-
-
-@bp.get("/healthz")
-def healthz() -> ResponseReturnValue:
-    db.session.execute(select(1))
-    return {"status": "ok"}
 
 
 @bp.get("/dashboard")

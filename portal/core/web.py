@@ -17,7 +17,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter, Map
 
-from portal.core import audit, hooks, navigation
+from portal.core import audit, hooks, navigation, requestlog, signals
 from portal.core.database import (
     count_statements,
     own_transaction,
@@ -114,6 +114,7 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 def init_app(app: Flask) -> None:
     from portal.core.markdown import render_markdown
 
+    requestlog.init_app(app)
     app.url_map.converters["int"] = IdConverter
     app.jinja_env.filters["markdown"] = render_markdown
 
@@ -360,7 +361,9 @@ def _refuse(message: str) -> bool:
 
 def _refused(message: str) -> ResponseReturnValue:
     if _refuse(message):
+        signals.emit(signals.request_refused, endpoint=request.endpoint)
         return error_response(403, message)
+    signals.emit(signals.rate_limited, endpoint=request.endpoint, limit="refusals")
     return error_response(429, "Too many refused requests; wait a minute before trying again.")
 
 
@@ -371,6 +374,7 @@ def _http_error(e: HTTPException) -> ResponseReturnValue:
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
     if status == 403:
         return _refused(e.description or "forbidden")
+
     return error_response(status, e.description or ERROR_TITLES.get(status, ""))
 
 

@@ -393,3 +393,32 @@ def deliver_pending(
         if transport is None:
             smtp.close()
     return report
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The outbox at a glance, for readiness (``/readyz``) and metrics: mail waiting to go out
+    (queued or failed, retried later), the age of the oldest that is due now, and dead mail."""
+
+    waiting: int
+    due: int
+    oldest_due_seconds: float
+    dead: int
+
+
+def backlog(session: AnySession) -> Backlog:
+    """Two aggregate queries over the outbox's (state, next_attempt_at) index."""
+    from sqlalchemy import case, func
+
+    now = utcnow()
+    is_due = OutboxMessage.next_attempt_at <= now
+    waiting, due, oldest = session.execute(
+        select(
+            func.count(),
+            func.count(case((is_due, 1))),
+            func.min(case((is_due, OutboxMessage.next_attempt_at))),
+        ).where(OutboxMessage.state.in_(DELIVERABLE))
+    ).one()
+    dead = session.scalar(select(func.count()).where(OutboxMessage.state == OutboxState.DEAD))
+    age = (now - oldest).total_seconds() if oldest is not None else 0.0
+    return Backlog(waiting=waiting, due=due, oldest_due_seconds=max(age, 0.0), dead=dead or 0)

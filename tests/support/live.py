@@ -30,7 +30,7 @@ from portal.auth.services import start_session
 from portal.auth.sessions import SESSION_TOKEN_KEY
 from portal.extensions import db
 from tests.databases import temporary_database
-from tests.support.app import TEST_CONFIG
+from tests.support.app import TEST_CONFIG, create_schema
 
 #: The databases every live test runs on (PostgreSQL is skipped locally, required under CI=true).
 LIVE_DATABASES = ("sqlite", "postgresql")
@@ -44,7 +44,7 @@ def live_app(kind: str, folder: Path, config: Mapping[str, Any] | None = None) -
     with temporary_database(kind, folder) as url:
         app = create_app({**TEST_CONFIG, **(config or {}), "DATABASE_URL": url})
         with app.app_context():
-            db.create_all()
+            create_schema()
         try:
             yield app
         finally:
