@@ -103,6 +103,8 @@ DEFAULTS: dict[str, Any] = {
     # One log line per request on standard error: "json" (one object per line), "text" or "none"
     # (logging left as it is). Unset: json in production, text in development, none in tests.
     "LOG_FORMAT": None,
+    # Bearer token that /metrics (Prometheus) asks for; unset: /metrics answers 404.
+    "METRICS_TOKEN": None,
     # --- Institutions (portal/institutions) ---
     # Nameservers asked when checking a domain's TXT record ("Check DNS now"), e.g.
     # ["9.9.9.9", "[2620:fe::fe]:53", "10.0.0.2:5353"]; empty: the system's resolvers.
@@ -183,6 +185,10 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
             app.config["SECRET_KEY"] = DEV_SECRET_KEY
     if app.config["LOG_FORMAT"] is None:
         app.config["LOG_FORMAT"] = {"production": "json", "development": "text"}.get(env, "none")
+    if app.config["LOG_FORMAT"] not in {"json", "text", "none"}:
+        raise ConfigError(
+            f"LOG_FORMAT must be json, text or none, not {app.config['LOG_FORMAT']!r}"
+        )
     _check_secret_key(app.config["SECRET_KEY"], env)
     if env == "production" and (app.debug or app.config.get("DEBUG")):
         raise ConfigError(

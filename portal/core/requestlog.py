@@ -51,11 +51,14 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(fmt: str) -> None:
-    """Send the ``portal`` loggers' records to standard error as ``fmt`` ("json" or "text")."""
+    """Send the ``portal`` loggers' records to standard error as ``fmt`` ("json" or "text"), in
+    place of the handler an earlier call installed; "none" removes it."""
+    root = logging.getLogger("portal")
+    for old in [h for h in root.handlers if getattr(h, "_portal", False)]:
+        root.removeHandler(old)
     if fmt == "none":
+        root.propagate = True
         return
-    if fmt not in {"json", "text"}:
-        raise ValueError(f"LOG_FORMAT must be json, text or none, not {fmt!r}")
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(
@@ -67,9 +70,6 @@ def configure_logging(fmt: str) -> None:
         )
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("portal")
-    for old in [h for h in root.handlers if getattr(h, "_portal", False)]:
-        root.removeHandler(old)
     handler._portal = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.INFO)
