@@ -614,9 +614,9 @@ def enable_user(user_id: int) -> ResponseReturnValue:
 
 
 AUDIT = ListSpec(
-    search=(AuditEvent.action,),
+    search=(AuditEvent.action, AuditEvent.request_id),
     sorts={"newest": (AuditEvent.id.desc(),)},
-    placeholder="Action, e.g. institution.",
+    placeholder="Action (e.g. institution.) or request id",
 )
 
 

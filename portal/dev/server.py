@@ -20,10 +20,14 @@ DEFAULT_DEMO_ISSUER = "http://127.0.0.1:9400"
 
 
 class PortalRequestHandler(WSGIRequestHandler):
-    """Werkzeug's handler without its version banner (``Server: Werkzeug/3.x Python/3.x``)."""
+    """Werkzeug's handler without its version banner (``Server: Werkzeug/3.x Python/3.x``) and
+    without its request lines: the portal logs each request itself (``portal.core.requestlog``)."""
 
     def version_string(self) -> str:
         return "ATOM Partner Portal"
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
 
 PORT = int(os.environ.get("PORTAL_PORT", "5000"))

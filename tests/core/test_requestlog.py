@@ -122,3 +122,16 @@ def test_development_logs_readable_text(tmp_path: Path, reset_logging: None) -> 
 def test_an_unknown_log_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="LOG_FORMAT"):
         create_app({**TEST_CONFIG, "DATABASE_URL": "sqlite://", "LOG_FORMAT": "xml"})
+
+
+def test_the_audit_log_finds_a_request_by_its_id(client: FlaskClient, db: Session) -> None:
+    login(client, make_user(db, Role.REVIEWER))
+    client.get("/admin/audit", headers={"X-Request-ID": "find-me-0123456789"})
+    login(client, make_user(db, Role.ADMIN))
+
+    html = client.get("/admin/audit?q=find-me-0123").get_data(as_text=True)
+
+    assert html.count("find-me-0123456789") == 1
+    assert "permission.denied" in html
+    other = client.get("/admin/audit?q=no-such-request-id").get_data(as_text=True)
+    assert "find-me-0123456789" not in other and "No events match." in other

@@ -46,6 +46,8 @@ DOMAINS = (
     "public",
     "api",
     "reports",
+    # Operating the portal: health, metrics, the deployment check, backups (reads other domains).
+    "ops",
 )
 
 #: Domains that import no other domain (rule 2): everybody imports them, they import nobody.
