@@ -22,6 +22,7 @@ PUBLIC = {
     "core.index",  # the start page
     "ops.healthz",  # load-balancer liveness check, says only "ok"
     "ops.readyz",  # readiness: which checks pass, the outbox backlog; no configuration
+    "metrics.scrape",  # Prometheus; 404 unless METRICS_TOKEN is set, then a bearer token
     "auth.login",  # the login page ("find your institution")
     "admin.jwks",  # the portal's public key, for providers (private_key_jwt)
     "proposals.calls",  # published calls: how researchers discover the program

@@ -98,10 +98,43 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
-        context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
+        # SQLite: batch mode rebuilds a table by copying it and dropping the original, and with
+        # foreign keys enforced that DROP deletes (ON DELETE CASCADE) or refuses (RESTRICT) the
+        # rows of every table that refers to it. So foreign keys are off while the migrations
+        # run (the pragma is ignored inside a transaction: it is set outside one), and each step
+        # is checked instead: one that leaves a row referring to nothing is rolled back.
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            _sqlite_foreign_keys(connection, "OFF")
+        checked = {"on_version_apply": _foreign_keys_intact} if sqlite else {}
+        try:
+            context.configure(
+                connection=connection,
+                target_metadata=get_metadata(),
+                **{**conf_args, **checked},
+            )
 
-        with context.begin_transaction():
-            context.run_migrations()
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            if sqlite:
+                connection.rollback()
+                _sqlite_foreign_keys(connection, "ON")
+
+
+def _sqlite_foreign_keys(connection, state):
+    """Turn SQLite's foreign-key enforcement on or off, outside any transaction."""
+    connection.connection.driver_connection.execute(f"PRAGMA foreign_keys = {state}")
+
+
+def _foreign_keys_intact(ctx, step, heads, run_args):
+    """After each migration step, in its transaction: refuse it if a row refers to nothing."""
+    broken = ctx.connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RuntimeError(
+            f"The migration to {', '.join(sorted(heads)) or 'base'} would leave rows whose "
+            f"foreign keys point nowhere (table, rowid, referred table, key): {broken[:10]}"
+        )
 
 
 if context.is_offline_mode():

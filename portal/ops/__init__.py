@@ -11,6 +11,9 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from portal.ops import health
+    from portal.ops import backup, check, health, metrics
 
     app.register_blueprint(health.bp)
+    metrics.init_app(app)
+    check.init_app(app)
+    app.cli.add_command(backup.backup_cli)

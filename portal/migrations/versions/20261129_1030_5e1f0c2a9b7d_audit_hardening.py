@@ -2,6 +2,8 @@
 an existing row (SQLite), old refusals deletable by the retention command only; and the tallies
 that aggregate repeated refusals (portal/core/audit.py).
 
+Downgrade: back to the initial schema's triggers (no UPDATE, no DELETE at all); the tallies go.
+
 Revision ID: 5e1f0c2a9b7d
 Revises: ca9a4a8e42cf
 Create Date: 2026-11-29 10:30:00
@@ -51,11 +53,23 @@ def upgrade():
 
 
 def downgrade():
+    # Back to the initial schema's guard, exactly: no TRUNCATE or REPLACE trigger, and no DELETE
+    # at all (the retention command's exception for old refusals came with this revision). The
+    # audit log stays append-only throughout.
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
         op.execute("DROP TRIGGER IF EXISTS audit_events_no_replace")
+        op.execute("DROP TRIGGER IF EXISTS audit_events_no_delete")
+        op.execute(
+            "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        )
     elif dialect == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS audit_events_no_truncate ON audit_events")
+        op.execute(
+            "CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger AS $$ "
+            "BEGIN RAISE EXCEPTION 'the audit log is append-only'; END; $$ LANGUAGE plpgsql"
+        )
     with op.batch_alter_table('refusal_tallies', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_refusal_tallies_window_start'))
         batch_op.drop_index(batch_op.f('ix_refusal_tallies_event_id'))

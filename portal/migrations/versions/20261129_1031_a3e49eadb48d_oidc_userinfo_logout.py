@@ -47,6 +47,10 @@ def downgrade():
         batch_op.drop_column('id_token')
 
     with op.batch_alter_table('identity_providers', schema=None) as batch_op:
+        # The enums' CHECKs first: SQLite's copy of the table would keep them, naming columns it
+        # no longer has ("no such column"), so this downgrade never ran there.
+        batch_op.drop_constraint(op.f('ck_identity_providers_token_auth_method'), type_='check')
+        batch_op.drop_constraint(op.f('ck_identity_providers_userinfo_mode'), type_='check')
         batch_op.drop_column('logout_at_provider')
         batch_op.drop_column('token_auth_method')
         batch_op.drop_column('userinfo_mode')

@@ -2,6 +2,9 @@
 tokens read who may use the datasets they name (``api_token_datasets``), as a resource operator's
 token acts on the resources it names.
 
+Downgrade: storage operators' tokens are deleted (the older schema knows resource operators'
+tokens only).
+
 Revision ID: d19c36786030
 Revises: 915618d01d41
 Create Date: 2026-11-29 15:43:28.301932
@@ -37,7 +40,11 @@ def upgrade():
 
 
 def downgrade():
-    # Storage operators' tokens cannot be kept under the old constraint: they go.
+    # Storage operators' tokens cannot be kept under the old constraint: they go, with what
+    # names them (said here, not left to ON DELETE CASCADE: SQLite migrates with foreign keys off).
+    tokens = "SELECT id FROM api_tokens WHERE scope = 'dataset_operator'"
+    op.execute(f"DELETE FROM api_token_resources WHERE token_id IN ({tokens})")
+    op.execute(f"DELETE FROM api_token_datasets WHERE token_id IN ({tokens})")
     op.execute("DELETE FROM api_tokens WHERE scope = 'dataset_operator'")
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.drop_constraint(op.f('ck_api_tokens_api_token_scope'), type_='check')

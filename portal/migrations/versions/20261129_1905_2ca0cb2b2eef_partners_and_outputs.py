@@ -1,5 +1,9 @@
 """partners_and_outputs
 
+Downgrade: institutions in the new states take the nearest old one (approved: under review;
+changes requested: applied; declined: withdrawn); applications, invitations of officials, released
+outputs and final reports go with their tables.
+
 Revision ID: 2ca0cb2b2eef
 Revises: d19c36786030
 Create Date: 2026-11-29 18:54:28.317987
@@ -136,8 +140,10 @@ def downgrade():
 
     with op.batch_alter_table('institutions', schema=None) as batch_op:
         batch_op.drop_constraint(op.f('ck_institutions_institution_state'), type_='check')
-        batch_op.create_check_constraint(op.f('ck_institutions_institution_state'), sa.column('state').in_(OLD_STATES))
+        # The type before the CHECK: PostgreSQL would otherwise keep the CHECK written with casts
+        # to the old type, not as the initial schema wrote it.
         batch_op.alter_column('state', existing_type=sa.String(length=25), type_=sa.VARCHAR(length=20), existing_nullable=False)
+        batch_op.create_check_constraint(op.f('ck_institutions_institution_state'), sa.column('state').in_(OLD_STATES))
         batch_op.drop_column('decision_note')
         batch_op.drop_column('partner_since')
 
