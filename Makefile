@@ -21,7 +21,7 @@ run: $(STAMP)
 
 ## Lint, type-check, and run the whole test suite
 test: lint
-	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check portal tests

@@ -38,6 +38,9 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 README = Path(os.environ.get("README_UNDER_TEST") or REPOSITORY / "README.md")
 BIN = Path(sys.executable).parent
 
+#: One worker runs the module, so its deployment (database, SMTP server) is set up once.
+pytestmark = pytest.mark.xdist_group("operator_commands")
+
 #: A fenced block whose info string is exactly ``ini`` or ``crontab``.
 BLOCK = re.compile(r"^```(ini|crontab)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 #: A flask command in a crontab line, up to the end of the line or the next shell operator.

@@ -45,7 +45,7 @@ from tests.databases import require_or_skip, temporary_database
 from tests.notifications.smtp import SmtpServer
 from tests.support.oidc import free_port, mock_idp_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("release")]
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The README whose deployment block is run (relative to the repository); the lead's copy under

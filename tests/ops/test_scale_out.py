@@ -55,7 +55,7 @@ from tests.support.gunicorn import ROOT, Server, host_environ, started, stop
 from tests.support.live import live_session
 from tests.support.oidc import add_provider, authorize_at_mock, mock_idp_process, set_claims
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("scale_out")]
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 #: The provider both hosts log in through.
