@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
 
 from portal.core import signals
@@ -32,13 +32,7 @@ FIELDS = ("request_id", "method", "route", "endpoint", "status", "duration_ms", 
 
 def current_request_id() -> str | None:
     """This request's id (None outside a request)."""
-    return g.get("request_id") if _in_request() else None
-
-
-def _in_request() -> bool:
-    from flask import has_request_context
-
-    return has_request_context()
+    return g.get("request_id") if has_request_context() else None
 
 
 class TextFormatter(logging.Formatter):
